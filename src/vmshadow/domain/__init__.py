@@ -1,0 +1,1 @@
+"""The typed vocabulary of vmshadow. Pure: no I/O, no clocks, no infrastructure."""

@@ -1,0 +1,97 @@
+"""Network vocabulary: transport protocols, port ranges and addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import StrEnum
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Protocol(StrEnum):
+    """Transport protocol a TMR matches. Values are the file, API, database and nftables spelling."""
+
+    ANY = "any"
+    TCP = "tcp"
+    UDP = "udp"
+    ICMP = "icmp"
+    ICMPV6 = "icmpv6"
+
+    @property
+    def number(self) -> int | None:
+        return _IANA.get(self)
+
+    @classmethod
+    def from_number(cls, number: int) -> Protocol | None:
+        """The protocol for an IANA number, or None when TMRs cannot name it."""
+        for proto, value in _IANA.items():
+            if value == number:
+                return proto
+        return None
+
+    @property
+    def has_ports(self) -> bool:
+        return self in (Protocol.TCP, Protocol.UDP)
+
+    def matches(self, number: int) -> bool:
+        return self is Protocol.ANY or _IANA.get(self) == number
+
+
+_IANA = {Protocol.TCP: 6, Protocol.UDP: 17, Protocol.ICMP: 1, Protocol.ICMPV6: 58}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PortRange:
+    """An inclusive range of ports; a single port is a range of one."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.first <= self.last <= 65535:
+            raise ValueError(f"bad port range {self.first}-{self.last}")
+
+    @classmethod
+    def single(cls, port: int) -> PortRange:
+        return cls(port, port)
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+
+
+def ports_contain(ports: tuple[PortRange, ...], port: int) -> bool:
+    """True when `port` is in one of `ports`; an empty tuple means every port."""
+    return not ports or any(port in r for r in ports)
+
+
+def normalize_ports(ports: tuple[PortRange, ...] | list[PortRange]) -> tuple[PortRange, ...]:
+    """Sorted, with overlapping and adjacent ranges merged, so equal sets compare equal."""
+    merged: list[PortRange] = []
+    for r in sorted(ports):
+        if merged and r.first <= merged[-1].last + 1:
+            last = merged[-1]
+            merged[-1] = PortRange(last.first, max(last.last, r.last))
+        else:
+            merged.append(r)
+    return tuple(merged)
+
+
+def format_ports(ports: tuple[PortRange, ...]) -> str:
+    return ",".join(str(r) for r in ports) if ports else "any"
+
+
+def host_network(address: IPAddress) -> IPNetwork:
+    """The single-address network of `address` (/32 or /128)."""
+    return ipaddress.ip_network(address)
+
+
+def is_unicast(address: IPAddress) -> bool:
+    """False for multicast, broadcast and unspecified addresses, which no scan or session targets."""
+    if address.is_multicast or address.is_unspecified:
+        return False
+    return not (isinstance(address, ipaddress.IPv4Address) and address == ipaddress.IPv4Address("255.255.255.255"))

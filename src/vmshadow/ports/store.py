@@ -1,0 +1,70 @@
+"""The store: where flows, findings, proposals, decisions and TMR versions are kept.
+
+One schema for SQLite and PostgreSQL. Writes are idempotent by id (a redelivered message stores nothing twice);
+`save_batch` is one transaction, so an analysis is stored whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from vmshadow.domain.decision import Decision, TMRVersion
+from vmshadow.domain.finding import Finding
+from vmshadow.domain.flow import Flow
+from vmshadow.domain.proposal import Proposal, ProposalState
+
+
+class Store(Protocol):
+    def save_batch(
+        self,
+        flows: Sequence[Flow] = (),
+        findings: Sequence[Finding] = (),
+        proposals: Sequence[Proposal] = (),
+    ) -> None:
+        """Store all of it in one transaction. Existing flows/findings are kept; proposals are upserted."""
+        ...
+
+    def flows(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        vmn: str | None = None,
+        limit: int | None = None,
+    ) -> list[Flow]:
+        """Flows whose first packet is in [since, until), oldest first; `vmn` matches either side."""
+        ...
+
+    def count_flows(self) -> int: ...
+
+    def findings(self, *, since: datetime | None = None) -> list[Finding]: ...
+
+    def finding(self, finding_id: str) -> Finding | None: ...
+
+    def proposal(self, proposal_id: str) -> Proposal | None: ...
+
+    def proposals(self, *, state: ProposalState | None = None) -> list[Proposal]: ...
+
+    def record_decision(self, decision: Decision, proposal: Proposal) -> None:
+        """Append the decision and store the proposal's new state, in one transaction."""
+        ...
+
+    def decisions(self, proposal_id: str | None = None) -> list[Decision]:
+        """Oldest first."""
+        ...
+
+    def save_tmr_version(
+        self, document: dict[str, Any], *, author: str, comment: str, created_at: datetime
+    ) -> TMRVersion:
+        """Store a TMRSet document as the next version number (1, 2, ...)."""
+        ...
+
+    def tmr_version(self, version: int) -> TMRVersion | None: ...
+
+    def tmr_versions(self) -> list[TMRVersion]:
+        """Oldest first."""
+        ...
+
+    def close(self) -> None: ...
