@@ -95,7 +95,8 @@ def finding_to_json(f: Finding) -> JSON:
 def finding_from_json(d: JSON) -> Finding:
     first_seen_at = _parse_time(d["first_seen_at"])
     observed_at = _parse_time(d["observed_at"])
-    assert first_seen_at is not None and observed_at is not None
+    assert first_seen_at is not None
+    assert observed_at is not None
     return Finding(
         id=d["id"],
         kind=FindingKind(d["kind"]),
@@ -219,9 +220,7 @@ def tmrset_to_json(s: TMRSet) -> JSON:
             }
             for v in s.vmns
         ],
-        "groups": [
-            {"name": g.name, "vmns": list(g.vmns), "networks": [str(n) for n in g.networks]} for g in s.groups
-        ],
+        "groups": [{"name": g.name, "vmns": list(g.vmns), "networks": [str(n) for n in g.networks]} for g in s.groups],
         "default_action": str(s.default_action),
         "vmn_defaults": {k: str(v) for k, v in s.vmn_defaults.items()},
         "tmrs": [tmr_to_json(t) for t in s.tmrs],

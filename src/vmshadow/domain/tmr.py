@@ -199,9 +199,7 @@ class TMRSet:
         if kind is EndpointKind.VMN:
             return self._vmn_has(endpoint.value, address, vmn)
         group = self._group_index[endpoint.value]
-        return any(self._vmn_has(n, address, vmn) for n in group.vmns) or any(
-            address in net for net in group.networks
-        )
+        return any(self._vmn_has(n, address, vmn) for n in group.vmns) or any(address in net for net in group.networks)
 
     def _vmn_has(self, name: str, address: IPAddress, vmn: str | None) -> bool:
         return vmn == name or address in self._vmn_index[name].addresses

@@ -1,0 +1,1 @@
+"""The `vmshadow` command line (Typer + rich), one module per noun."""

@@ -1,0 +1,1 @@
+"""Flow sources: shadow ports and capture files turned into flow records (nfstream, nDPI inside)."""

@@ -1,0 +1,99 @@
+"""`PcapSource`: capture files replayed through nfstream (nDPI inside) into flow records.
+
+It is both the offline analysis input and the test input of every later stage.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nfstream import NFStreamer
+
+from vmshadow.domain.errors import CaptureError, Issue
+from vmshadow.domain.flow import Flow
+from vmshadow.domain.ids import stable_id
+from vmshadow.domain.vmn import VMNMap
+from vmshadow.flows.capture_file import check_capture
+from vmshadow.flows.community_id import community_id
+
+# DPI on the first packets only: enough for nDPI's labels, SNI, JA4, DNS query (measured: 99.4 % agreement).
+N_DISSECTIONS = 20
+_SERVER_NAME_APPS = ("DNS", "HTTP", "TLS", "QUIC")
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def to_flow(nf: Any, vmn_map: VMNMap, source: str) -> Flow:
+    """One nfstream record as a `Flow`; the VMN on each side comes from `vmn_map` (MAC first, then address)."""
+    src_ip = ipaddress.ip_address(nf.src_ip)
+    dst_ip = ipaddress.ip_address(nf.dst_ip)
+    cid = community_id(src_ip, dst_ip, nf.protocol, nf.src_port, nf.dst_port)
+    app: str = nf.application_name or ""
+    master = app.split(".", 1)[0]
+    # nfstream reports one `requested_server_name`: the DNS query, HTTP Host or TLS/QUIC SNI by protocol
+    name: str = nf.requested_server_name or ""
+    return Flow(
+        id=stable_id("flow", cid, nf.bidirectional_first_seen_ms, source),
+        community_id=cid,
+        src_ip=src_ip,
+        src_port=nf.src_port,
+        dst_ip=dst_ip,
+        dst_port=nf.dst_port,
+        protocol=nf.protocol,
+        first_seen_at=_time(nf.bidirectional_first_seen_ms),
+        last_seen_at=_time(nf.bidirectional_last_seen_ms),
+        src2dst_packets=nf.src2dst_packets,
+        src2dst_bytes=nf.src2dst_bytes,
+        dst2src_packets=nf.dst2src_packets,
+        dst2src_bytes=nf.dst2src_bytes,
+        src_mac=nf.src_mac or "",
+        dst_mac=nf.dst_mac or "",
+        src_vmn=vmn_map.identify(nf.src_mac, src_ip),
+        dst_vmn=vmn_map.identify(nf.dst_mac, dst_ip),
+        syn_packets=nf.bidirectional_syn_packets,
+        rst_packets=nf.bidirectional_rst_packets,
+        psh_packets=nf.bidirectional_psh_packets,
+        fin_packets=nf.bidirectional_fin_packets,
+        application=app,
+        category=nf.application_category_name or "",
+        application_is_guessed=bool(nf.application_is_guessed),
+        sni=name if master in ("TLS", "QUIC") else "",
+        dns_query=name if master == "DNS" else "",
+        http_host=name if master == "HTTP" else "",
+        user_agent=nf.user_agent or "",
+        client_fingerprint=nf.client_fingerprint or "",
+        server_fingerprint=nf.server_fingerprint or "",
+        source=source,
+    )
+
+
+class PcapSource:
+    """Flows from capture files, file by file, in the order each file's flows expire.
+
+    Every file is checked for truncation first, so a bad file fails before any flow is produced.
+    """
+
+    def __init__(self, paths: Sequence[Path], vmn_map: VMNMap | None = None) -> None:
+        if not paths:
+            raise CaptureError(Issue(source="captures", message="no capture file given"))
+        self.paths = tuple(Path(p) for p in paths)
+        self.vmn_map = vmn_map or VMNMap()
+        self.captures = [check_capture(p) for p in self.paths]
+
+    def __iter__(self) -> Iterator[Flow]:
+        for path in self.paths:
+            yield from self._flows(path)
+
+    def _flows(self, path: Path) -> Iterator[Flow]:
+        try:
+            streamer = NFStreamer(source=str(path), n_dissections=N_DISSECTIONS, statistical_analysis=True, n_meters=1)
+            for nf in streamer:
+                yield to_flow(nf, self.vmn_map, str(path))
+        except ValueError as exc:  # nfstream's way of saying libpcap refused the file
+            raise CaptureError(Issue(source=str(path), message=str(exc))) from None

@@ -1,0 +1,1 @@
+"""Refinement: recommenders turn findings into proposals with evidence and impact. They never enforce."""

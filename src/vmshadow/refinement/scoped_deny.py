@@ -1,0 +1,177 @@
+"""`ScopedDenyRecommender`: a deny TMR scoped to the offender and its targets, or an alert when evidence is weak."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from vmshadow.domain.finding import Finding, FindingKind
+from vmshadow.domain.flow import Flow
+from vmshadow.domain.ids import stable_id
+from vmshadow.domain.net import IPAddress, PortRange, Protocol, normalize_ports
+from vmshadow.domain.proposal import Evidence, Proposal, ProposalKind, ProposalState
+from vmshadow.domain.tmr import TMR, Action, Endpoint, Origin, TMRSet
+from vmshadow.refinement.impact import replay_impact
+from vmshadow.refinement.merge import MAX_EVIDENCE_FLOWS, merge_proposals
+from vmshadow.refinement.recommender import RecommendContext, Recommender, register
+
+MAX_LISTED_PORTS = 8  # above this a scan's deny covers every port of the protocol
+WIDEST_TARGET_PREFIX = 24  # horizontal targets spread wider than a /24 (v4) make the deny cover any destination
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedDenySettings:
+    deny_min_score: float = 0.6  # below: an alert, not a rule
+    min_trust: float = 0.2  # a recommender trusted less than this only raises alerts
+
+
+def _endpoint_for(address: IPAddress, vmn: str | None, tmrset: TMRSet) -> Endpoint:
+    name = vmn or tmrset.vmn_map.identify(None, address)
+    return Endpoint.vmn(name) if name else Endpoint.network(address)
+
+
+def _targets(finding: Finding, tmrset: TMRSet) -> Endpoint:
+    if len(finding.dst_ips) == 1:
+        return _endpoint_for(finding.dst_ips[0], None, tmrset)
+    if not finding.dst_ips:
+        return Endpoint.any()
+    first = finding.dst_ips[0]
+    prefix = WIDEST_TARGET_PREFIX if first.version == 4 else 64
+    net = ipaddress.ip_network(f"{first}/{prefix}", strict=False)
+    if all(a in net for a in finding.dst_ips):
+        return Endpoint.network(net)
+    return Endpoint.any()
+
+
+def _ports(finding: Finding) -> tuple[PortRange, ...]:
+    if finding.protocol not in (6, 17) or len(finding.dst_ports) > MAX_LISTED_PORTS:
+        return ()
+    return normalize_ports([PortRange.single(p) for p in finding.dst_ports])
+
+
+def deny_rule(finding: Finding, tmrset: TMRSet) -> TMR | None:
+    """The narrowest deny that stops what the finding saw, or None when no TMR can express it."""
+    offender = _endpoint_for(finding.src_ip, finding.src_vmn, tmrset)
+    protocol = Protocol.from_number(finding.protocol) or Protocol.ANY
+    ports: tuple[PortRange, ...] = ()
+    if finding.kind is FindingKind.INTEL_MATCH:
+        matched = str(finding.measured.get("matched_field", ""))
+        if not finding.dst_ips or matched == "dns_query":
+            return None  # a name seen in DNS: the resolver is not the offender, TMRs cannot match names
+        listed = Endpoint.network(finding.dst_ips[0])
+        src, dst = (listed, offender) if matched == "src_ip" else (offender, listed)
+        protocol = Protocol.ANY
+    else:
+        src, dst = offender, _targets(finding, tmrset)
+        if protocol.has_ports:
+            ports = _ports(finding)
+    priority = min((t.priority for t in tmrset.tmrs), default=1000) - 1
+    key = ("deny", src, dst, protocol, ports)
+    return TMR(
+        id=stable_id("tmr", *key),
+        priority=priority,
+        src=src,
+        dst=dst,
+        protocol=protocol,
+        ports=ports,
+        action=Action.DENY,
+        origin=Origin.PROPOSAL,
+        comment=f"{finding.kind}: {finding.summary}"[:200],
+    )
+
+
+def _episodes(findings: Sequence[Finding]) -> list[tuple[Finding, tuple[str, ...]]]:
+    """One finding per episode (detector, offender, protocol, start): the latest, carrying the whole episode's
+    evidence. A growing scan raises several findings; the last one has the widest scope, and one proposal with
+    all the evidence is what an administrator wants to review."""
+    groups: dict[tuple[object, ...], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.detector, f.src_ip, f.protocol, f.first_seen_at, f.indicator), []).append(f)
+    episodes: list[tuple[Finding, tuple[str, ...]]] = []
+    for group in groups.values():
+        latest = max(group, key=lambda f: (f.observed_at, f.score))
+        ids = tuple(dict.fromkeys(f.id for f in group))
+        cids = tuple(dict.fromkeys(c for f in reversed(group) for c in f.community_ids))
+        episodes.append((replace(latest, community_ids=cids[:MAX_EVIDENCE_FLOWS]), ids))
+    return episodes
+
+
+@register
+class ScopedDenyRecommender(Recommender):
+    """Proposes `add_deny` scoped to the offender (a VMN or an outside address) and to the targets it touched:
+    the single host, or the /24 that holds all of them; the ports when few, every port of the protocol when
+    many. Weak evidence (score below `deny_min_score`), low trust, a finding no TMR can express, or traffic the
+    TMRSet already denies gives an `alert` instead.
+    """
+
+    name = "refinement.scoped_deny"
+    version = "1.0"
+
+    def __init__(self, settings: ScopedDenySettings | None = None) -> None:
+        self.settings = settings or ScopedDenySettings()
+
+    def propose(self, findings: Sequence[Finding], tmrset: TMRSet, context: RecommendContext) -> list[Proposal]:
+        by_cid: dict[str, list[Flow]] = {}
+        for flow in context.flows:
+            by_cid.setdefault(flow.community_id, []).append(flow)
+        return merge_proposals([self._one(f, ids, tmrset, context, by_cid) for f, ids in _episodes(findings)])
+
+    def _one(
+        self,
+        finding: Finding,
+        finding_ids: tuple[str, ...],
+        tmrset: TMRSet,
+        context: RecommendContext,
+        by_cid: dict[str, list[Flow]],
+    ) -> Proposal:
+        rule = deny_rule(finding, tmrset)
+        evidence = Evidence(
+            finding_ids=finding_ids,
+            community_ids=finding.community_ids[:MAX_EVIDENCE_FLOWS],
+            measured=dict(finding.measured),
+        )
+        reason = ""
+        if rule is None:
+            reason = "no TMR can express this finding"
+        elif finding.score < self.settings.deny_min_score:
+            reason = f"score {finding.score:.2f} is below {self.settings.deny_min_score}"
+        elif context.trust < self.settings.min_trust:
+            reason = f"recommender trust {context.trust:.2f} is below {self.settings.min_trust}"
+        elif self._already_denied(finding, tmrset, context, by_cid):
+            reason = "the current TMRs already deny this traffic"
+        if rule is None or reason:
+            return Proposal(
+                id=stable_id("prop", ProposalKind.ALERT, finding.kind, finding.src_ip, finding.protocol),
+                kind=ProposalKind.ALERT,
+                state=ProposalState.PROPOSED,
+                recommender=self.name,
+                recommender_version=self.version,
+                score=finding.score,
+                trust=context.trust,
+                created_at=context.now,
+                summary=f"alert: {finding.summary} ({reason})",
+                evidence=evidence,
+            )
+        proposed = tmrset.with_tmr(rule)
+        return Proposal(
+            id=stable_id("prop", ProposalKind.ADD_DENY, rule.id),
+            kind=ProposalKind.ADD_DENY,
+            state=ProposalState.PROPOSED,
+            recommender=self.name,
+            recommender_version=self.version,
+            score=finding.score,
+            trust=context.trust,
+            created_at=context.now,
+            summary=f"{rule.describe()} — {finding.summary}",
+            rule=rule,
+            evidence=evidence,
+            impact=replay_impact(tmrset, proposed, context.flows, context.now, added=rule),
+        )
+
+    @staticmethod
+    def _already_denied(
+        finding: Finding, tmrset: TMRSet, context: RecommendContext, by_cid: dict[str, list[Flow]]
+    ) -> bool:
+        seen = [f for cid in finding.community_ids for f in by_cid.get(cid, ())]
+        return bool(seen) and all(tmrset.evaluate(f, context.now).action is Action.DENY for f in seen)

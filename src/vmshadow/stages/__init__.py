@@ -1,0 +1,1 @@
+"""Where stages meet their inputs and outputs: each runner is a function of (inbox, outbox)."""
