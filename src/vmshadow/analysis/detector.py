@@ -5,7 +5,7 @@ suite in tests/contract/test_detectors.py for every registered detector):
 
 - time comes only from flows (`flow.last_seen_at`), never from a clock; no I/O;
 - the same flows in the same order give the same findings; the input is never mutated;
-- memory is bounded (per-key state is capped and evicted);
+- memory is bounded: every cap on state is a setting named `max_*`, and state stops growing at the caps;
 - it works before it has learned anything and tolerates missing DPI fields;
 - `snapshot()` returns plain JSON data and `restore()` of it continues exactly where the snapshot was taken.
 """

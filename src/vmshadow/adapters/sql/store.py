@@ -1,0 +1,385 @@
+"""`SqlStore`: the Store port over SQLAlchemy 2 Core, on SQLite (embedded mode) or PostgreSQL (distributed mode).
+
+Use `open_store(url)`: it migrates the database to the newest schema first, so a new SQLite file or an empty
+PostgreSQL schema just works. `SqlStore(url)` alone connects without migrating.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import StaticPool
+
+from vmshadow.adapters.sql import tables as t
+from vmshadow.adapters.sql.tables import utc
+from vmshadow.domain import codec
+from vmshadow.domain.decision import Decision, TMRVersion
+from vmshadow.domain.errors import BackendUnavailableError
+from vmshadow.domain.finding import Finding
+from vmshadow.domain.flow import Flow
+from vmshadow.domain.proposal import Proposal, ProposalState
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+# Execution option marking a writing transaction; on SQLite it makes the transaction take the write lock up front.
+_WRITE = "vmshadow_write"
+# Any constant works: it only has to be the same for every process migrating the same PostgreSQL database.
+_MIGRATION_LOCK = 0x766D73
+_SQLITE_BUSY_TIMEOUT_S = 30.0
+
+Row = dict[str, Any]
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url` (``sqlite:///path``, ``sqlite://`` in memory, ``postgresql[+psycopg]://...``)."""
+    u = make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        in_memory = u.database in (None, "", ":memory:")
+        if not in_memory and not u.query.get("uri") and u.database is not None:
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            u,
+            connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_S},
+            # An in-memory database lives in one connection; a pool would hand out empty ones.
+            **({"poolclass": StaticPool} if in_memory else {}),
+        )
+        _install_sqlite_hooks(engine)
+        return engine
+    if backend == "postgresql":
+        if u.drivername == "postgresql":
+            u = u.set(drivername="postgresql+psycopg")  # psycopg 3 is the driver we ship, not psycopg2
+        return create_engine(u, pool_pre_ping=True)
+    raise ValueError(f"unsupported database URL {u.render_as_string()!r}: use sqlite:/// or postgresql://")
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite BEGINs only before DML, so reads in a transaction would not be isolated and DDL would
+        # autocommit; switch that off and BEGIN ourselves in `_on_begin`.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys = ON")  # off by default, per connection
+            cursor.execute("PRAGMA journal_mode = WAL")  # readers and the writer do not block each other
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A deferred transaction that read first cannot upgrade to a write lock another writer took meanwhile
+        # (SQLITE_BUSY at once, the busy timeout does not help), so writers take the lock when they begin.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration without an alembic.ini, pointing at the migrations inside this package."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database behind `engine` to `revision`, in one transaction (both databases have
+    transactional DDL), so a failed migration leaves the schema as it was."""
+    config = alembic_config()
+    with engine.execution_options(**{_WRITE: True}).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Workers starting together would otherwise race to create the same tables.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def open_store(url: str) -> SqlStore:
+    """A store for `url`, migrated to the newest schema. `BackendUnavailableError` when it cannot connect."""
+    store = SqlStore(url)
+    try:
+        store.migrate()
+    except OperationalError as e:
+        store.close()
+        raise BackendUnavailableError(f"database {store.url} is not reachable: {e.orig}") from e
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+class SqlStore:
+    """The Store port on SQLite or PostgreSQL. Thread-safe: every call uses its own pooled connection."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = make_engine(url)
+        self._writer = self._engine.execution_options(**{_WRITE: True})
+        self._postgres = self._engine.dialect.name == "postgresql"
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.url!r})"
+
+    def migrate(self, revision: str = "head") -> None:
+        upgrade(self._engine, revision)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _write(self) -> AbstractContextManager[Connection]:
+        return self._writer.begin()
+
+    def _insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
+        # Both dialects spell INSERT ... ON CONFLICT the same way; plain `insert` has no ON CONFLICT.
+        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
+
+    # --- writes ---
+
+    def save_batch(
+        self,
+        flows: Sequence[Flow] = (),
+        findings: Sequence[Finding] = (),
+        proposals: Sequence[Proposal] = (),
+    ) -> None:
+        # Encode everything before the transaction, so a bad object fails before any SQL runs. Duplicates in
+        # one batch are dropped here: PostgreSQL refuses to upsert the same row twice in one statement.
+        flow_rows: dict[str, Row] = {}
+        for flow in flows:
+            if flow.id not in flow_rows:
+                flow_rows[flow.id] = _flow_row(flow)
+        finding_rows: dict[str, Row] = {}
+        for finding in findings:
+            if finding.id not in finding_rows:
+                finding_rows[finding.id] = _finding_row(finding)
+        proposal_rows = {p.id: _proposal_row(p) for p in proposals}  # the last one given wins
+        if not (flow_rows or finding_rows or proposal_rows):
+            return
+        with self._write() as conn:
+            if flow_rows:
+                insert = self._insert(t.flows).on_conflict_do_nothing(index_elements=["id"])
+                conn.execute(insert, list(flow_rows.values()))
+            if finding_rows:
+                insert = self._insert(t.findings).on_conflict_do_nothing(index_elements=["id"])
+                conn.execute(insert, list(finding_rows.values()))
+            if proposal_rows:
+                self._upsert_proposals(conn, list(proposal_rows.values()))
+
+    def _upsert_proposals(self, conn: Connection, rows: list[Row]) -> None:
+        insert = self._insert(t.proposals)
+        updated = {c.name: insert.excluded[c.name] for c in t.proposals.columns if c.name != "id"}
+        conn.execute(insert.on_conflict_do_update(index_elements=["id"], set_=updated), rows)
+
+    def record_decision(self, decision: Decision, proposal: Proposal) -> None:
+        if decision.proposal_id != proposal.id:
+            raise ValueError(f"decision {decision.id} is about {decision.proposal_id}, not proposal {proposal.id}")
+        proposal_row = _proposal_row(proposal)
+        decision_row = _decision_row(decision)
+        with self._write() as conn:
+            recorded = conn.scalar(select(t.decisions.c.seq).where(t.decisions.c.id == decision.id))
+            if recorded is not None:
+                # A redelivery: it is on record, and the proposal may have moved on since; change nothing.
+                return
+            self._upsert_proposals(conn, [proposal_row])
+            # ON CONFLICT covers two redeliveries racing past the check above on PostgreSQL.
+            conn.execute(self._insert(t.decisions).on_conflict_do_nothing(index_elements=["id"]), decision_row)
+
+    def save_tmr_version(
+        self, document: dict[str, Any], *, author: str, comment: str, created_at: datetime
+    ) -> TMRVersion:
+        created_at = utc(created_at)
+        with self._write() as conn:
+            if self._postgres:
+                # Serialise writers of the next number (SQLite's BEGIN IMMEDIATE already does); readers go on.
+                conn.exec_driver_sql("LOCK TABLE tmr_versions IN SHARE ROW EXCLUSIVE MODE")
+            number = (conn.scalar(select(func.max(t.tmr_versions.c.version))) or 0) + 1
+            conn.execute(
+                t.tmr_versions.insert().values(
+                    version=number, created_at=created_at, author=author, comment=comment, document=document
+                )
+            )
+        return TMRVersion(number, created_at, author, comment, copy.deepcopy(document))
+
+    # --- reads ---
+
+    def flows(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        vmn: str | None = None,
+        limit: int | None = None,
+    ) -> list[Flow]:
+        c = t.flows.c
+        query = select(c.data).order_by(c.first_seen_at, c.id)
+        if since is not None:
+            query = query.where(c.first_seen_at >= since)
+        if until is not None:
+            query = query.where(c.first_seen_at < until)
+        if vmn is not None:
+            query = query.where(or_(c.src_vmn == vmn, c.dst_vmn == vmn))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._engine.connect() as conn:
+            return [codec.flow_from_json(data) for data in conn.scalars(query)]
+
+    def count_flows(self) -> int:
+        with self._engine.connect() as conn:
+            return conn.scalar(select(func.count()).select_from(t.flows)) or 0
+
+    def findings(self, *, since: datetime | None = None) -> list[Finding]:
+        c = t.findings.c
+        query = select(c.data).order_by(c.observed_at, c.id)
+        if since is not None:
+            query = query.where(c.observed_at >= since)
+        with self._engine.connect() as conn:
+            return [codec.finding_from_json(data) for data in conn.scalars(query)]
+
+    def finding(self, finding_id: str) -> Finding | None:
+        with self._engine.connect() as conn:
+            data = conn.scalar(select(t.findings.c.data).where(t.findings.c.id == finding_id))
+        return None if data is None else codec.finding_from_json(data)
+
+    def proposal(self, proposal_id: str) -> Proposal | None:
+        with self._engine.connect() as conn:
+            data = conn.scalar(select(t.proposals.c.data).where(t.proposals.c.id == proposal_id))
+        return None if data is None else codec.proposal_from_json(data)
+
+    def proposals(self, *, state: ProposalState | None = None) -> list[Proposal]:
+        c = t.proposals.c
+        query = select(c.data).order_by(c.created_at, c.id)
+        if state is not None:
+            query = query.where(c.state == str(state))
+        with self._engine.connect() as conn:
+            return [codec.proposal_from_json(data) for data in conn.scalars(query)]
+
+    def decisions(self, proposal_id: str | None = None) -> list[Decision]:
+        c = t.decisions.c
+        query = select(t.decisions).order_by(c.seq)
+        if proposal_id is not None:
+            query = query.where(c.proposal_id == proposal_id)
+        with self._engine.connect() as conn:
+            return [
+                Decision(
+                    id=row.id,
+                    proposal_id=row.proposal_id,
+                    from_state=ProposalState(row.from_state),
+                    to_state=ProposalState(row.to_state),
+                    actor=row.actor,
+                    decided_at=row.decided_at,
+                    reason=row.reason,
+                    before=row.before,
+                    after=row.after,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def tmr_version(self, version: int) -> TMRVersion | None:
+        versions = self._tmr_versions(version)
+        return versions[0] if versions else None
+
+    def tmr_versions(self) -> list[TMRVersion]:
+        return self._tmr_versions(None)
+
+    def _tmr_versions(self, version: int | None) -> list[TMRVersion]:
+        c = t.tmr_versions.c
+        query = select(t.tmr_versions).order_by(c.version)
+        if version is not None:
+            query = query.where(c.version == version)
+        with self._engine.connect() as conn:
+            return [
+                TMRVersion(row.version, row.created_at, row.author, row.comment, row.document)
+                for row in conn.execute(query)
+            ]
+
+
+# Rows carry UTC times, and so does the JSON form: objects are normalised before they are encoded, so what
+# comes back out is UTC whichever zone went in.
+
+
+def _flow_row(f: Flow) -> Row:
+    first, last = utc(f.first_seen_at), utc(f.last_seen_at)
+    if first is not f.first_seen_at or last is not f.last_seen_at:
+        f = replace(f, first_seen_at=first, last_seen_at=last)
+    return {
+        "id": f.id,
+        "community_id": f.community_id,
+        "first_seen_at": first,
+        "last_seen_at": last,
+        "src_ip": str(f.src_ip),
+        "src_port": f.src_port,
+        "dst_ip": str(f.dst_ip),
+        "dst_port": f.dst_port,
+        "protocol": f.protocol,
+        "src_vmn": f.src_vmn,
+        "dst_vmn": f.dst_vmn,
+        "data": codec.flow_to_json(f),
+    }
+
+
+def _finding_row(f: Finding) -> Row:
+    first, observed = utc(f.first_seen_at), utc(f.observed_at)
+    if first is not f.first_seen_at or observed is not f.observed_at:
+        f = replace(f, first_seen_at=first, observed_at=observed)
+    return {
+        "id": f.id,
+        "kind": str(f.kind),
+        "severity": str(f.severity),
+        "detector": f.detector,
+        "observed_at": observed,
+        "data": codec.finding_to_json(f),
+    }
+
+
+def _proposal_row(p: Proposal) -> Row:
+    created = utc(p.created_at)
+    rule = p.rule
+    if rule is not None and rule.expires_at is not None and utc(rule.expires_at) is not rule.expires_at:
+        rule = replace(rule, expires_at=utc(rule.expires_at))
+    if created is not p.created_at or rule is not p.rule:
+        p = replace(p, created_at=created, rule=rule)
+    return {
+        "id": p.id,
+        "kind": str(p.kind),
+        "state": str(p.state),
+        "recommender": p.recommender,
+        "created_at": created,
+        "data": codec.proposal_to_json(p),
+    }
+
+
+def _decision_row(d: Decision) -> Row:
+    return {
+        "id": d.id,
+        "proposal_id": d.proposal_id,
+        "from_state": str(d.from_state),
+        "to_state": str(d.to_state),
+        "actor": d.actor,
+        "decided_at": utc(d.decided_at),
+        "reason": d.reason,
+        "before": d.before,
+        "after": d.after,
+    }

@@ -1,0 +1,1 @@
+"""The human gate: proposals move only through decisions, each one audited. Pure, no enforcement handle."""
