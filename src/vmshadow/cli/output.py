@@ -11,7 +11,7 @@ from rich.console import Console
 from vmshadow.domain.errors import InputError, VmshadowError
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # an error line must stay one line for grep and logs
 
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3

@@ -54,9 +54,11 @@ def is_attempt(flow: Flow, s: BruteForceSettings) -> bool:
 class BruteForceDetector(Detector[BruteForceSettings]):
     """Detects password guessing: many short sessions from one source to one authentication service.
 
-    Services: SSH, FTP, Telnet, RDP, VNC, mail and database logins (by port or nDPI label). A session counts when it exchanged data and lasted at most `max_session_s` with at most
-    `max_session_packets` packets; `min_attempts` of them to one (host, port) within `window_s` of flow time
-    raise a finding. Score 0.6 at the threshold, 1.0 at 16 times it. MITRE ATT&CK T1110 (Brute Force).
+    Services: SSH, FTP, Telnet, RDP, VNC, mail and database logins (by port or nDPI label; Kerberos, LDAP and
+    SMB are left out, see AUTH_PORTS). A session counts when it exchanged data and lasted at most
+    `max_session_s` with at most `max_session_packets` packets; `min_attempts` of them to one (host, port)
+    within `window_s` of flow time raise a finding. Score 0.6 at the threshold, 1.0 at 16 times it.
+    MITRE ATT&CK T1110 (Brute Force).
     Follows the flow heuristics of Zeek's detect-bruteforcing.zeek and ftp/detect-bruteforcing.zeek.
     """
 

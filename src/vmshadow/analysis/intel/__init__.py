@@ -1,0 +1,1 @@
+"""Detectors that match flows against threat-intel indicators."""

@@ -1,0 +1,1 @@
+"""The TM: the only package that changes what the kernel enforces."""
