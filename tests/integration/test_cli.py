@@ -96,3 +96,28 @@ def test_tmrs_check(tmp_path: Path, content: str, code: int) -> None:
 def test_example_rules_check_clean() -> None:
     result = vmshadow("tmrs", "check", EXAMPLE_RULES)
     assert result.returncode == 0, result.stderr
+
+
+def test_intel_list_and_vmn_map_shape_the_proposals(tmp_path: Path) -> None:
+    listed = tmp_path / "bad.txt"
+    listed.write_text("# scanme, for this test\n64.13.134.52\n")
+    vmns = tmp_path / "vmns.yaml"
+    vmns.write_text("vmns:\n  scanner-vm: {addresses: [172.16.0.8]}\n")
+    capture = shared_data() / "ndpi/pcap/synscan.pcap"
+    result = vmshadow("analyze", capture, "--rules", EXAMPLE_RULES, "--vmns", vmns, "--intel", listed, "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    intel = [f for f in out["findings"] if f["kind"] == "intel_match"]
+    assert intel
+    assert {f["indicator"] for f in intel} == {"64.13.134.52"}
+    assert {f["src_vmn"] for f in out["findings"]} == {"scanner-vm"}
+    rules = {(p["rule"]["src"], p["rule"]["dst"]) for p in out["proposals"] if p["kind"] == "add_deny"}
+    assert ("vmn:scanner-vm", "network:64.13.134.52/32") in rules
+
+
+def test_bad_intel_list_names_the_line(tmp_path: Path) -> None:
+    listed = tmp_path / "bad.txt"
+    listed.write_text("198.18.0.1\nnot an indicator!\n")
+    result = vmshadow("analyze", shared_data() / "ndpi/pcap/dns.pcap", "--rules", EXAMPLE_RULES, "--intel", listed)
+    assert result.returncode == 2
+    assert "bad.txt:2" in result.stderr

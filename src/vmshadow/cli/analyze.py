@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from vmshadow.app.offline import AnalysisReport, analyze_captures, with_vmns
 from vmshadow.cli.output import console, errors, fail, print_json
@@ -16,8 +15,8 @@ from vmshadow.config.tmr_file import load_tmr_file
 from vmshadow.config.vmn_file import load_vmn_file
 from vmshadow.domain.codec import finding_to_json, proposal_to_json
 from vmshadow.domain.errors import VmshadowError
+from vmshadow.domain.finding import Severity
 from vmshadow.domain.indicator import Indicator
-from vmshadow.domain.proposal import ProposalKind
 from vmshadow.intel.plain_list import load_plain_list
 
 
@@ -81,21 +80,35 @@ def _summary(report: AnalysisReport) -> None:
         f"[bold]{len(report.findings)}[/] findings, [bold]{len(report.proposals)}[/] proposals"
     )
     if report.findings:
-        table = Table(title="Findings", title_justify="left")
-        for col in ("detector", "severity", "score", "summary"):
-            table.add_column(col)
+        console.print("\n[bold]Findings[/]")
         for f in report.findings:
-            table.add_row(f.detector, str(f.severity), f"{f.score:.2f}", f.summary)
-        console.print(table)
+            colour = _SEVERITY_COLOUR.get(f.severity, "white")
+            console.print(f"  [{colour}]{f.severity:<8}[/] {f.score:.2f}  {f.detector}: {f.summary}", highlight=False)
     if not report.proposals:
-        console.print("No proposals: nothing seen calls for a TMR change.")
+        console.print("\nNo proposals: nothing seen calls for a TMR change.")
         return
-    table = Table(title="Proposals (state: proposed — an administrator decides)", title_justify="left")
-    for col in ("id", "kind", "rule", "score", "evidence", "newly blocked"):
-        table.add_column(col)
+    console.print("\n[bold]Proposals[/] (state proposed: an administrator decides; nothing is enforced)")
     for p in report.proposals:
-        rule = p.rule.describe() if p.rule is not None else p.summary
-        blocked = "-" if p.kind is ProposalKind.ALERT else str(p.impact.newly_blocked_flows)
-        evidence = f"{len(p.evidence.finding_ids)} findings, {len(p.evidence.community_ids)} flows"
-        table.add_row(p.id, str(p.kind), rule, f"{p.score:.2f}", evidence, blocked)
-    console.print(table)
+        console.print(f"\n  [bold]{p.kind}[/] {p.id}  score {p.score:.2f}", highlight=False)
+        if p.rule is not None:
+            console.print(f"    rule      {p.rule.describe()}  (priority {p.rule.priority})", highlight=False)
+            console.print(
+                f"    impact    {p.impact.newly_blocked_flows} of {p.impact.flows_replayed} recorded flows newly "
+                "blocked",
+                highlight=False,
+            )
+        else:
+            console.print(f"    alert     {p.summary}", highlight=False)
+        console.print(
+            f"    evidence  {len(p.evidence.finding_ids)} findings, {len(p.evidence.community_ids)} flows",
+            highlight=False,
+        )
+
+
+_SEVERITY_COLOUR = {
+    Severity.CRITICAL: "bold red",
+    Severity.HIGH: "red",
+    Severity.MEDIUM: "yellow",
+    Severity.LOW: "cyan",
+    Severity.INFO: "white",
+}
