@@ -1,0 +1,127 @@
+"""The embedded service: shadow ports -> flows -> detectors -> proposals -> store, in one process.
+
+Proposals are stored before they are shown (nothing is lost if the process dies after showing one). Live health
+(per-VMN packets metered, dropped, flows) is written to a status file every second for `vmshadow vmns`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vmshadow.analysis.detector import Detector
+from vmshadow.domain.finding import Finding
+from vmshadow.domain.flow import Flow
+from vmshadow.domain.proposal import Proposal
+from vmshadow.domain.tmr import TMRSet
+from vmshadow.flows.live import LiveSource, PortHealth
+from vmshadow.ports.store import Store
+from vmshadow.refinement.merge import merge_proposals
+from vmshadow.refinement.recommender import RecommendContext, Recommender
+from vmshadow.stages.analyze import run_analyze
+from vmshadow.stages.recommend import run_recommend
+
+RECENT_FLOWS = 100_000  # kept in memory for impact replay; older ones are in the store
+FLUSH_EVERY_S = 1.0
+
+Clock = Callable[[], datetime]
+MirrorCounters = Callable[[], dict[str, dict[str, int]]]  # VMN -> {"packets": n, "bytes": n}
+OnProposal = Callable[[Proposal], None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class EmbeddedService:
+    source: LiveSource
+    store: Store
+    tmrset: TMRSet
+    detectors: Sequence[Detector[Any]]
+    recommenders: Sequence[Recommender]
+    status_path: Path
+    mirror_counters: MirrorCounters = dict
+    on_proposal: OnProposal = lambda p: None
+    clock: Clock = utc_now
+    recent: deque[Flow] = field(default_factory=lambda: deque(maxlen=RECENT_FLOWS))
+    _pending_flows: list[Flow] = field(default_factory=list)
+    _pending_findings: list[Finding] = field(default_factory=list)
+
+    def run(self, stop: threading.Event) -> None:
+        """Meter and analyse until `stop` is set; then stop the meters and store what is pending."""
+        self.source.start()
+        self.write_status()
+        last_flush = self.clock()
+        try:
+            while not stop.is_set():
+                for flow, findings in run_analyze(self.source.flows(timeout=0.2), self.detectors):
+                    self.recent.append(flow)
+                    self._pending_flows.append(flow)
+                    if findings:
+                        self._pending_findings.extend(findings)
+                        self._flush()  # findings are urgent: propose now
+                    if stop.is_set() or (self.clock() - last_flush).total_seconds() >= FLUSH_EVERY_S:
+                        break
+                self._flush()
+                self.write_status()
+                last_flush = self.clock()
+        finally:
+            self.source.stop()
+            for flow, findings in run_analyze(self.source.flows(timeout=0), self.detectors):
+                self._pending_flows.append(flow)
+                self._pending_findings.extend(findings)
+            self._flush()
+            self.write_status()
+
+    def _flush(self) -> None:
+        findings, flows = self._pending_findings, self._pending_flows
+        if not findings and not flows:
+            return
+        proposals: list[Proposal] = []
+        if findings:
+            context = RecommendContext(now=self.clock(), flows=tuple(self.recent))
+            fresh = run_recommend(findings, self.tmrset, self.recommenders, context)
+            proposals = [self._keep_state(p) for p in fresh]
+        self.store.save_batch(flows=flows, findings=findings, proposals=proposals)
+        self._pending_flows, self._pending_findings = [], []
+        for p in proposals:
+            self.on_proposal(p)
+
+    def _keep_state(self, fresh: Proposal) -> Proposal:
+        stored = self.store.proposal(fresh.id)
+        if stored is None:
+            return fresh
+        merged = merge_proposals([stored, fresh])[0]
+        return replace(merged, state=stored.state, created_at=stored.created_at)
+
+    def write_status(self) -> None:
+        """Per-VMN health as JSON, written atomically (rename) so readers never see half a file."""
+        mirrored = self.mirror_counters()
+        rows = [_health_row(h, mirrored.get(h.vmn, {})) for h in self.source.health.values()]
+        document = {"updated_at": self.clock().isoformat(), "pid": os.getpid(), "vmns": rows}
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(document, indent=2))
+        tmp.replace(self.status_path)
+
+
+def _health_row(h: PortHealth, mirrored: dict[str, int]) -> dict[str, Any]:
+    return {
+        "vmn": h.vmn,
+        "shadow_port": h.interface,
+        "mirrored_packets": mirrored.get("packets", 0),
+        "mirrored_bytes": mirrored.get("bytes", 0),
+        "analysed_packets": h.processed,
+        "socket_dropped_packets": h.socket_dropped,
+        "queue_dropped_flows": h.queue_dropped,
+        "flows": h.flows,
+        "error": h.error,
+    }
