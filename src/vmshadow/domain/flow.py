@@ -46,6 +46,7 @@ class Flow:
     sni: str = ""
     dns_query: str = ""
     http_host: str = ""
+    host_name: str = ""  # whatever name DPI found, any protocol (also NetBIOS, SMTP EHLO, ...)
     user_agent: str = ""
     client_fingerprint: str = ""  # JA4 for TLS/QUIC, HASSH for SSH (nDPI 5 has no client JA3)
     server_fingerprint: str = ""  # JA3S for TLS
@@ -76,5 +77,5 @@ class Flow:
 
     @property
     def server_name(self) -> str:
-        """The name the client asked for: SNI, HTTP host or DNS query, whichever DPI found."""
-        return self.sni or self.http_host or self.dns_query
+        """The name the client asked for: SNI, HTTP host or DNS query, else any name DPI found."""
+        return self.sni or self.http_host or self.dns_query or self.host_name

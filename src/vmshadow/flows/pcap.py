@@ -22,7 +22,6 @@ from vmshadow.flows.community_id import community_id
 
 # DPI on the first packets only: enough for nDPI's labels, SNI, JA4, DNS query (measured: 99.4 % agreement).
 N_DISSECTIONS = 20
-_SERVER_NAME_APPS = ("DNS", "HTTP", "TLS", "QUIC")
 
 
 def _time(ms: int) -> datetime:
@@ -65,7 +64,8 @@ def to_flow(nf: Any, vmn_map: VMNMap, source: str) -> Flow:
         application_is_guessed=bool(nf.application_is_guessed),
         sni=name if master in ("TLS", "QUIC") else "",
         dns_query=name if master == "DNS" else "",
-        http_host=name if master == "HTTP" else "",
+        host_name=name,
+        http_host=name if master.startswith("HTTP") else "",  # HTTP, HTTP_Proxy, HTTP_Connect
         user_agent=nf.user_agent or "",
         client_fingerprint=nf.client_fingerprint or "",
         server_fingerprint=nf.server_fingerprint or "",

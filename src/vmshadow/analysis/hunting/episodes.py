@@ -15,7 +15,7 @@ from typing import Any
 MAX_EVIDENCE = 50
 
 
-@dataclass
+@dataclass(slots=True)
 class Episode:
     started_ms: int
     items: OrderedDict[str, int] = field(default_factory=OrderedDict)  # item -> last seen, ms, oldest first
@@ -54,6 +54,7 @@ class EpisodeTracker:
 
     def add(self, key: str, item: str, at_ms: int, evidence: str) -> tuple[Episode, bool]:
         """Record `item` for `key` at flow time `at_ms`; return the episode and whether a milestone was reached."""
+        self._forget_stale(at_ms)
         ep = self.episodes.get(key)
         if ep is not None:
             self.episodes.move_to_end(key)
@@ -76,6 +77,17 @@ class EpisodeTracker:
         if reached:
             ep.next_milestone = max(ep.next_milestone, len(ep.items)) * self.growth
         return ep, reached
+
+    def _forget_stale(self, now_ms: int) -> None:
+        """Drop least recently touched episodes that have gone quiet: state follows activity, not history
+        (a spoofed flood would otherwise fill the table up to `max_keys`). Two per call keeps it O(1)."""
+        for _ in range(2):
+            if not self.episodes:
+                return
+            oldest_key = next(iter(self.episodes))
+            if self.episodes[oldest_key].latest_ms >= now_ms - self.window_ms:
+                return
+            del self.episodes[oldest_key]
 
     def _expire(self, ep: Episode, now_ms: int) -> None:
         horizon = now_ms - self.window_ms
