@@ -54,9 +54,11 @@ class EmbeddedService:
     recent: deque[Flow] = field(default_factory=lambda: deque(maxlen=RECENT_FLOWS))
     _pending_flows: list[Flow] = field(default_factory=list)
     _pending_findings: list[Finding] = field(default_factory=list)
+    _mirrored_at_start: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def run(self, stop: threading.Event) -> None:
         """Meter and analyse until `stop` is set; then stop the meters and store what is pending."""
+        self._mirrored_at_start = self.mirror_counters()  # tc counters run since attach; report this run's share
         self.source.start()
         self.write_status()
         last_flush = self.clock()
@@ -104,7 +106,11 @@ class EmbeddedService:
 
     def write_status(self) -> None:
         """Per-VMN health as JSON, written atomically (rename) so readers never see half a file."""
-        mirrored = self.mirror_counters()
+        now = self.mirror_counters()
+        mirrored = {
+            vmn: {k: v - self._mirrored_at_start.get(vmn, {}).get(k, 0) for k, v in counters.items()}
+            for vmn, counters in now.items()
+        }
         rows = [_health_row(h, mirrored.get(h.vmn, {})) for h in self.source.health.values()]
         document = {"updated_at": self.clock().isoformat(), "pid": os.getpid(), "vmns": rows}
         self.status_path.parent.mkdir(parents=True, exist_ok=True)

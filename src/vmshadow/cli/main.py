@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from vmshadow import __version__
-from vmshadow.cli import tmrs
+from vmshadow.cli import lab, tmrs
 from vmshadow.cli.analyze import analyze
+from vmshadow.cli.run import run
+from vmshadow.cli.vmns import vmns
 
 app = typer.Typer(
     name="vmshadow",
@@ -16,6 +18,9 @@ app = typer.Typer(
 )
 app.command()(analyze)
 app.add_typer(tmrs.app, name="tmrs")
+app.add_typer(lab.app, name="lab")
+app.command()(run)
+app.command()(vmns)
 
 
 @app.command()

@@ -1,22 +1,31 @@
 """`LiveSource`: flows metered live on shadow ports (nfstream/nDPI reading each port through libpcap).
 
-One meter per shadow port, each in its own thread, all feeding one bounded queue. Load shedding happens here,
-never in a detector: when the queue is full a flow is dropped and counted for its VMN (queue drops); the kernel
-counts what the meter's socket could not take (socket drops). nfstream emits a flow only when it expires, and
-expiry is checked only when packets arrive, so a tiny heartbeat frame is written into every shadow port every
-0.5 s (its flows are filtered out).
+One meter process per shadow port (spawned: nfstream forks its own capture process, and forking from one of
+several threads deadlocked it here), at a lower CPU priority so live traffic wins the cores. All ports feed one
+bounded queue. Load shedding happens here, never in a detector: when the queue is full a flow is dropped and
+counted for its VMN (queue drops); the kernel counts what a meter's socket could not take (socket drops).
+
+nfstream emits a flow only when it expires, and it checks expiry only when packets arrive, so a tiny heartbeat
+is sent through every shadow port every 0.5 s; what the shadow port itself sends is filtered out by its MAC.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import queue
+import signal
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event as MpEvent
+from pathlib import Path
 from typing import Any
 
+import nfstream.meter
 import nfstream.streamer
 from nfstream import NFStreamer
 
@@ -29,12 +38,23 @@ HEARTBEAT_PORT = 9  # discard
 HEARTBEAT_INTERVAL_S = 0.5
 IDLE_TIMEOUT_S = 2  # nfstream needs integers; short, so early findings are not held back
 ACTIVE_TIMEOUT_S = 60
+METER_NICENESS = 10
+_PROCESSED, _SOCKET_DROPPED, _QUEUE_DROPPED, _FLOWS = range(4)
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredPort:
+    """A shadow port as the meter sees it: copies arrive on `reader`; heartbeats are sent out of `sender`."""
+
+    vmn: str
+    reader: str
+    sender: str
 
 
 @dataclass
 class PortHealth:
-    """Counters for one shadow port. `processed`/`socket_dropped` are packets as the meter saw them (the kernel
-    may hand a shadow port GSO-merged packets); `queue_dropped`/`flows` are flows."""
+    """Counters for one shadow port. `processed`/`socket_dropped` are packets as the meter read them (a shadow
+    port may receive GSO-merged packets); `queue_dropped`/`flows` are flows."""
 
     vmn: str
     interface: str
@@ -49,126 +69,170 @@ class _MeterStatsProbe:
     """Stands in for nfstream's performance-report timer to read the meter's counters instead of printing them.
 
     nfstream keeps per-meter shared counters (dropped, processed, ignored) and hands them only to its report
-    timer; it builds that timer in the thread that iterates the streamer, so we file the counters under that
-    thread. Tied to nfstream 6.6 (pinned); tests/integration/test_live_source.py fails if that changes.
+    timer, built in the thread that iterates the streamer. Tied to nfstream 6.6 (pinned); the live source tests
+    fail if that changes.
     """
 
-    by_thread: dict[int, list[list[Any]]] = {}  # noqa: RUF012  (shared registry on purpose)
+    latest: list[list[Any]] | None = None
 
     def __init__(self, interval: float, function: Any, performances: list[list[Any]], *args: Any) -> None:
-        self.by_thread[threading.get_ident()] = performances
+        type(self).latest = performances
 
     def stop(self) -> None:
-        self.by_thread.pop(threading.get_ident(), None)
+        type(self).latest = None
 
 
-nfstream.streamer.RepeatedTimer = _MeterStatsProbe
+def _lru_getitem(cache: OrderedDict[Any, Any], key: Any) -> Any:
+    value = OrderedDict.__getitem__(cache, key)
+    cache.move_to_end(key)
+    return value
+
+
+def _fix_nfstream_lru() -> None:
+    """Make nfstream's flow cache a real LRU.
+
+    nfstream 6.6 moves a flow to the recent end only when it is created, not when a packet updates it, and its idle
+    scan stops at the first non-idle flow from the old end. So one long busy flow (the heartbeat, an open TCP
+    session) at the old end held back every other flow's expiry until its active timeout (measured: no flow
+    came out at all while heartbeats flowed). Touching on every lookup restores the intended order.
+    """
+    nfstream.meter.NFCache.__getitem__ = _lru_getitem
+
+
+def _mac(interface: str) -> str:
+    return Path(f"/sys/class/net/{interface}/address").read_text().strip().lower()
 
 
 def send_heartbeat(sock: socket.socket, iface: str) -> None:
     """One empty UDP datagram to the all-nodes link-local group out of `iface`.
 
-    It must be a packet the kernel sends: nfstream's capture does not see frames another packet socket injects,
-    and an IPv6 link-local multicast needs no address or route on the host side.
+    It must be a packet the kernel sends: nfstream's capture did not see frames another packet socket injected,
+    and an IPv6 link-local multicast needs no address or route on the host.
     """
     sock.sendto(b"", (HEARTBEAT_GROUP, HEARTBEAT_PORT, 0, socket.if_nametoindex(iface)))
 
 
+def _meter_port(
+    port: MeteredPort, vmn_map: VMNMap, snaplen: int, out: Any, counters: Any, errors: Any, stop: MpEvent
+) -> None:
+    """Body of one meter process: read a shadow port, send flows to `out` until `stop`."""
+    os.setpgrp()  # its own process group, so a stuck meter can be killed with nfstream's capture process
+    os.nice(METER_NICENESS)
+    nfstream.streamer.RepeatedTimer = _MeterStatsProbe
+    _fix_nfstream_lru()  # before the streamer forks its capture process, which inherits the class
+    try:
+        own_mac = _mac(port.sender)
+        streamer = NFStreamer(
+            source=port.reader,
+            snapshot_length=snaplen,
+            idle_timeout=IDLE_TIMEOUT_S,
+            active_timeout=ACTIVE_TIMEOUT_S,
+            n_dissections=N_DISSECTIONS,
+            statistical_analysis=True,
+            n_meters=1,
+            performance_report=1,
+        )
+        for nf in streamer:
+            performances = _MeterStatsProbe.latest
+            if performances:
+                counters[_SOCKET_DROPPED] = sum(int(m[0].value) for m in performances)
+                counters[_PROCESSED] = sum(int(m[1].value) for m in performances)
+            if stop.is_set():
+                break
+            if nf.src_mac == own_mac:
+                continue
+            counters[_FLOWS] += 1
+            try:
+                out.put_nowait(to_flow(nf, vmn_map, f"shadow:{port.reader}"))
+            except queue.Full:
+                counters[_QUEUE_DROPPED] += 1
+    except Exception as exc:  # a meter that dies must say why, not vanish
+        errors.put((port.reader, f"{type(exc).__name__}: {exc}"))
+    finally:
+        for child in multiprocessing.active_children():  # nfstream's capture process
+            child.terminate()
+
+
 @dataclass
 class LiveSource:
-    """Flows from shadow ports. `ports` maps shadow interface -> VMN name."""
+    """Flows from shadow ports, one meter process per port."""
 
-    ports: Mapping[str, str]
+    ports: Sequence[MeteredPort]
     vmn_map: VMNMap = field(default_factory=VMNMap)
     queue_size: int = 10_000
     snapshot_length: int = 1536
-    health: dict[str, PortHealth] = field(init=False)
-    _queue: queue.Queue[Flow | None] = field(init=False)
-    _stop: threading.Event = field(init=False)
-    _threads: list[threading.Thread] = field(init=False)
+    _ctx: Any = field(init=False, repr=False)
+    _queue: Any = field(init=False, repr=False)
+    _errors: Any = field(init=False, repr=False)
+    _stop: MpEvent = field(init=False, repr=False)
+    _counters: dict[str, Any] = field(init=False, repr=False)
+    _procs: list[Any] = field(init=False, repr=False)
+    _beat: threading.Thread | None = field(init=False, repr=False, default=None)
+    _beat_stop: threading.Event = field(init=False, repr=False, default_factory=threading.Event)
+    _error_text: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.health = {iface: PortHealth(vmn, iface) for iface, vmn in self.ports.items()}
-        self._queue = queue.Queue(maxsize=self.queue_size)
-        self._stop = threading.Event()
-        self._threads = []
+        self._ctx = multiprocessing.get_context("spawn")
+        self._queue = self._ctx.Queue(maxsize=self.queue_size)
+        self._errors = self._ctx.Queue()
+        self._stop = self._ctx.Event()
+        self._counters = {p.reader: self._ctx.Array("q", 4, lock=False) for p in self.ports}
+        self._procs = []
+        self._error_text = {}
+
+    @property
+    def health(self) -> dict[str, PortHealth]:
+        while True:
+            try:
+                reader, text = self._errors.get_nowait()
+            except queue.Empty:
+                break
+            self._error_text[reader] = text
+        out = {}
+        for p in self.ports:
+            c = self._counters[p.reader]
+            out[p.reader] = PortHealth(
+                p.vmn, p.reader, c[_PROCESSED], c[_SOCKET_DROPPED], c[_QUEUE_DROPPED], c[_FLOWS],
+                self._error_text.get(p.reader, ""),
+            )  # fmt: skip
+        return out
 
     def start(self) -> None:
-        for iface in self.ports:
-            t = threading.Thread(target=self._meter, args=(iface,), name=f"meter-{iface}", daemon=True)
-            t.start()
-            self._threads.append(t)
-        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
-        beat.start()
-        self._threads.append(beat)
+        for p in self.ports:
+            args = (p, self.vmn_map, self.snapshot_length, self._queue, self._counters[p.reader], self._errors)
+            proc = self._ctx.Process(target=_meter_port, args=(*args, self._stop), name=f"meter-{p.reader}")
+            proc.start()
+            self._procs.append(proc)
+        self._beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        self._beat.start()
 
     def stop(self) -> None:
         """Stop metering. Flows still open inside the meters are lost (nfstream cannot flush them)."""
         self._stop.set()
-        for t in self._threads:  # each meter sees the flag at its next flow (heartbeats expire every ~2 s)
-            t.join(timeout=IDLE_TIMEOUT_S + 3)
-        _terminate_meters()
-        self._queue.put(None)
+        for proc in self._procs:  # each meter sees the flag at its next flow (heartbeats expire every ~2 s)
+            proc.join(timeout=IDLE_TIMEOUT_S + 3)
+            if proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.join(timeout=2)
+        self._beat_stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=2)
 
     def flows(self, timeout: float | None = None) -> Iterator[Flow]:
-        """Flows as they expire, until `stop()`; with `timeout`, also ends after that long without a flow."""
+        """Flows as they expire; ends after `timeout` seconds without one (never, with None, until stopped)."""
         while True:
             try:
-                item = self._queue.get(timeout=timeout)
+                item = self._queue.get(timeout=timeout if timeout is None or timeout > 0 else 0.001)
             except queue.Empty:
                 return
-            if item is None:
-                return
             yield item
-
-    def _meter(self, iface: str) -> None:
-        health = self.health[iface]
-        try:
-            streamer = NFStreamer(
-                source=iface,
-                snapshot_length=self.snapshot_length,
-                idle_timeout=IDLE_TIMEOUT_S,
-                active_timeout=ACTIVE_TIMEOUT_S,
-                n_dissections=N_DISSECTIONS,
-                statistical_analysis=True,
-                n_meters=1,
-                performance_report=1,
-            )
-            stream = iter(streamer)
-            for nf in stream:
-                self._read_stats(health)
-                if self._stop.is_set():
-                    break
-                if nf.dst_ip == HEARTBEAT_GROUP and nf.dst_port == HEARTBEAT_PORT:
-                    continue
-                flow = to_flow(nf, self.vmn_map, f"shadow:{iface}")
-                health.flows += 1
-                try:
-                    self._queue.put_nowait(flow)
-                except queue.Full:
-                    health.queue_dropped += 1
-        except Exception as exc:  # a meter that dies must say why, not vanish
-            health.error = f"{type(exc).__name__}: {exc}"
-
-    def _read_stats(self, health: PortHealth) -> None:
-        performances = _MeterStatsProbe.by_thread.get(threading.get_ident())
-        if performances:
-            health.socket_dropped = sum(int(m[0].value) for m in performances)
-            health.processed = sum(int(m[1].value) for m in performances)
 
     def _heartbeat(self) -> None:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-            while not self._stop.wait(HEARTBEAT_INTERVAL_S):
-                for iface in self.ports:
-                    try:
-                        send_heartbeat(sock, iface)
-                    except OSError:
-                        pass  # port down or gone: its meter reports the error
-
-
-def _terminate_meters() -> None:
-    """nfstream's meter processes outlive a generator that is closed early; end them (our only children)."""
-    for child in multiprocessing.active_children():
-        child.terminate()
-        child.join(timeout=2)
+            # beats go on until every meter has stopped: a meter notices the stop flag only on its next flow
+            while not self._beat_stop.wait(HEARTBEAT_INTERVAL_S):
+                for port in self.ports:
+                    with contextlib.suppress(OSError):  # port down or gone: its meter reports the error
+                        send_heartbeat(sock, port.sender)

@@ -1,0 +1,108 @@
+"""Composition of `vmshadow run`: find the VMNs, feed their shadow ports, put the TMRs in force, run the SAE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from vmshadow.adapters.sql import open_store
+from vmshadow.analysis.detector import DetectorContext
+from vmshadow.analysis.registry import build_detectors
+from vmshadow.app.embedded import EmbeddedService
+from vmshadow.capture import shadow_port
+from vmshadow.capture.discovery import discover_vmns
+from vmshadow.domain.errors import InputError, Issue
+from vmshadow.domain.indicator import Indicator
+from vmshadow.domain.proposal import Proposal
+from vmshadow.domain.tmr import TMRSet
+from vmshadow.domain.vmn import VMN
+from vmshadow.flows.live import LiveSource, MeteredPort
+from vmshadow.lab.state import DEFAULT_STATE_DIR
+from vmshadow.lab.topology import Lab
+from vmshadow.refinement.recommender import recommender_types
+
+DEFAULT_STATUS = DEFAULT_STATE_DIR / "status.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    db_url: str
+    bridge: str | None = None  # None: the lab
+    mapping_file: Path | None = None
+    both_directions: bool = False
+    status_path: Path = DEFAULT_STATUS
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """A VMN and the shadow port that feeds the SAE with what it sends."""
+
+    vmn: VMN
+    port: shadow_port.ShadowPort
+
+
+def watched_vmns(options: ServiceOptions) -> list[Watched]:
+    """The VMNs to watch, each with its (idempotently attached) shadow port."""
+    if options.bridge is None:
+        state = Lab().state()
+        if state is None:
+            raise InputError(Issue("run", "no lab is up and no --bridge given; run `vmshadow lab up` first"))
+        vmns = [h.vmn() for h in state.vmns]
+        both = state.both_directions
+    else:
+        vmns = discover_vmns(options.bridge, options.mapping_file)
+        both = options.both_directions
+        if not vmns:
+            raise InputError(Issue("run", f"no VMN interfaces on bridge {options.bridge}", field="bridge"))
+    watched = []
+    for vmn in vmns:
+        port = shadow_port.attach(vmn.name, vmn.interfaces[0], both_directions=both)
+        watched.append(Watched(vmn, port))
+    return watched
+
+
+def with_watched(tmrset: TMRSet, watched: list[Watched]) -> TMRSet:
+    """The TMRSet knowing every watched VMN; VMNs the rules file defines keep its definition."""
+    known = {v.name for v in tmrset.vmns}
+    return replace(tmrset, vmns=tmrset.vmns + tuple(w.vmn for w in watched if w.vmn.name not in known))
+
+
+def build_service(
+    options: ServiceOptions,
+    tmrset: TMRSet,
+    watched: list[Watched],
+    *,
+    indicators: tuple[Indicator, ...] = (),
+    on_proposal: Callable[[Proposal], None] = lambda p: None,
+) -> EmbeddedService:
+    tmrset = with_watched(tmrset, watched)
+    ports = [MeteredPort(w.vmn.name, w.port.reader_interface, w.port.shadow_interface) for w in watched]
+    by_vmn = {w.vmn.name: w.port for w in watched}
+
+    def mirrored() -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for name, port in by_vmn.items():
+            counters = shadow_port.mirror_counters(port)
+            out[name] = {
+                "packets": sum(c.packets for c in counters.values()),
+                "bytes": sum(c.bytes for c in counters.values()),
+            }
+        return out
+
+    return EmbeddedService(
+        source=LiveSource(ports, tmrset.vmn_map),
+        store=open_store(options.db_url),
+        tmrset=tmrset,
+        detectors=build_detectors(DetectorContext(indicators=indicators)),
+        recommenders=[cls() for cls in recommender_types().values()],
+        status_path=options.status_path,
+        mirror_counters=mirrored,
+        on_proposal=on_proposal,
+    )
+
+
+def cleanup(watched: list[Watched]) -> None:
+    """Remove the shadow ports this service fed (for `run --cleanup`)."""
+    for w in watched:
+        shadow_port.detach(w.port)

@@ -1,0 +1,76 @@
+"""`vmshadow run`: the embedded service (capture -> flows -> detectors -> proposals), until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vmshadow.app.service import DEFAULT_STATUS, ServiceOptions, build_service, cleanup, watched_vmns
+from vmshadow.cli.analyze import db_url
+from vmshadow.cli.output import console, fail
+from vmshadow.config.tmr_file import load_tmr_file
+from vmshadow.domain.errors import VmshadowError
+from vmshadow.domain.indicator import Indicator
+from vmshadow.domain.proposal import Proposal
+from vmshadow.domain.tmr import TMRSet
+from vmshadow.intel.plain_list import load_plain_list
+
+
+def _show(p: Proposal) -> None:
+    what = p.rule.describe() if p.rule is not None else p.summary
+    console.print(f"[bold]proposal[/] {p.kind} {p.id} score {p.score:.2f}: {what}", highlight=False)
+    console.print(f"  evidence {len(p.evidence.finding_ids)} findings, {len(p.evidence.community_ids)} flows; "
+                  f"{p.impact.newly_blocked_flows} recorded flows newly blocked", highlight=False)  # fmt: skip
+
+
+def run(
+    bridge: Annotated[
+        str | None, typer.Option("--bridge", help="Watch the VMNs on this bridge (default: the lab).")
+    ] = None,
+    mapping: Annotated[Path | None, typer.Option("--vmn-names", help="Interface -> VMN name map (YAML).")] = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="TMR file: TMRs the recommenders build on.")] = None,
+    intel: Annotated[list[Path] | None, typer.Option("--intel", help="Indicator list, repeatable.")] = None,
+    db: Annotated[str, typer.Option("--db", help="SQLite file path or database URL.")] = "var/vmshadow.db",
+    both_directions: Annotated[
+        bool, typer.Option("--both-directions", help="Also copy what VMNs receive (real bridges only).")
+    ] = False,
+    duration: Annotated[float | None, typer.Option("--duration", help="Stop after this many seconds.")] = None,
+    status: Annotated[Path, typer.Option("--status", help="Where live health is written.")] = DEFAULT_STATUS,
+    remove_on_exit: Annotated[
+        bool, typer.Option("--cleanup", help="Remove the shadow ports on exit (default: they stay).")
+    ] = False,
+) -> None:
+    """Run the embedded service: shadow ports -> flows -> detectors -> proposals, stored as they come.
+
+    Stops cleanly on SIGINT or SIGTERM. Shadow ports stay attached on exit unless --cleanup is given, so a
+    restart finds them instead of duplicating them.
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        tmrset = load_tmr_file(rules) if rules is not None else TMRSet()
+        indicators: list[Indicator] = []
+        for path in intel or []:
+            indicators.extend(load_plain_list(path))
+        options = ServiceOptions(
+            db_url=db_url(db), bridge=bridge, mapping_file=mapping, both_directions=both_directions, status_path=status
+        )
+        watched = watched_vmns(options)
+        service = build_service(options, tmrset, watched, indicators=tuple(indicators), on_proposal=_show)
+    except VmshadowError as exc:
+        fail(exc)
+    names = ", ".join(f"{w.vmn.name} ({w.port.shadow_interface})" for w in watched)
+    console.print(f"watching {len(watched)} VMN(s): {names}; health in {status}", highlight=False)
+    if duration is not None:
+        threading.Timer(duration, stop.set).start()
+    try:
+        service.run(stop)
+    finally:
+        if remove_on_exit:
+            cleanup(watched)
+        console.print("stopped" + ("; shadow ports removed" if remove_on_exit else "; shadow ports stay attached"))

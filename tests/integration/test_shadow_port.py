@@ -1,0 +1,374 @@
+"""Shadow ports in the kernel (root): copies of what a VMN sends, once each, before any TMR; counters; restart.
+
+Traffic is bounded bursts of UDP datagrams between the lab's own namespaces, each burst to a port no other test
+uses, counted on the shadow port with a packet socket and at the peer with a UDP socket. Each lab has its own tag
+and bridge (``vmsT<hex>``); finalizers remove it, and the nftables table, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from pyroute2 import IPRoute, netns
+
+from vmshadow.capture import Direction, ShadowPort, attach, detach, find_attached, mirror_counters
+from vmshadow.capture.shadow_port import shadow_interface_name
+from vmshadow.domain.errors import InputError
+from vmshadow.lab import Lab, LabHost, LabState, open_socket, ping
+
+ETH_P_ALL = 0x0003
+BURST = 20
+QUIET_S = 0.3  # a shadow port or peer quiet this long after the expected count has nothing more to show
+DEADLINE_S = 3.0
+AFTER_S = 1.0  # once the sender's shadow port has shown the burst, the rest of the path has long delivered it
+
+
+def unique_names() -> tuple[str, str]:
+    suffix = secrets.token_hex(2)
+    return f"t{suffix[:3]}", f"vmsT{suffix}"
+
+
+def sweep(tag: str, bridge: str) -> None:
+    """Last resort after `Lab.down`: remove whatever is left by name."""
+    for name in netns.listnetns():
+        if name.startswith(f"vms-{tag}-"):
+            subprocess.run(["ip", "netns", "delete", name], check=False, timeout=10)
+    with IPRoute() as ipr:
+        links = [str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()]
+    for name in links:
+        if name.startswith((f"vmsv-{tag}-", f"vmss-{tag}-")) or name == bridge:
+            subprocess.run(["ip", "link", "delete", name], check=False, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
+    tag, bridge = unique_names()
+    the_lab = Lab(tag, state_dir=tmp_path_factory.mktemp("lab"))
+    try:
+        state = the_lab.up(2, bridge)
+        vm1, vm2 = state.vmns
+        assert ping(vm1.namespace, str(vm2.address.ip))  # ARP resolved before any counting
+        yield state
+    finally:
+        try:
+            the_lab.down(bridge)
+        finally:
+            sweep(tag, bridge)
+
+
+@pytest.fixture
+def port_number() -> int:
+    return 20000 + secrets.randbelow(40000)
+
+
+def shadow_of(host: LabHost) -> ShadowPort:
+    (port,) = [p for p in find_attached() if p.vmn == host.name]
+    return port
+
+
+class ShadowReader:
+    """A packet socket on a shadow port counting UDP datagrams to one port (bounded in count and time)."""
+
+    def __init__(self, interface: str) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind((interface, 0))
+
+    def count_udp(self, dport: int, expected: int, *, deadline_s: float = DEADLINE_S) -> int:
+        seen = 0
+        deadline = time.monotonic() + deadline_s
+        quiet_until = None
+        for _ in range(100 * BURST):
+            now = time.monotonic()
+            until = min(deadline, quiet_until) if quiet_until else deadline
+            if now >= until:
+                break
+            self.sock.settimeout(until - now)
+            try:
+                frame = self.sock.recv(65535)
+            except TimeoutError:
+                break
+            if is_udp_to(frame, dport):
+                seen += 1
+                if seen >= expected and quiet_until is None:
+                    quiet_until = time.monotonic() + QUIET_S
+        return seen
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def is_udp_to(frame: bytes, dport: int) -> bool:
+    if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00" or frame[14 + 9] != 17:
+        return False
+    ihl = (frame[14] & 0x0F) * 4
+    return bool(struct.unpack("!H", frame[14 + ihl + 2 : 14 + ihl + 4])[0] == dport)
+
+
+class Peer:
+    """A UDP socket in a lab namespace, bound to the host's address and a port."""
+
+    def __init__(self, host: LabHost, port: int) -> None:
+        self.sock = open_socket(host.namespace, socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((str(host.address.ip), port))
+
+    def count(self, expected: int, *, deadline_s: float = DEADLINE_S) -> int:
+        seen = 0
+        deadline = time.monotonic() + deadline_s
+        for _ in range(10 * BURST):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.sock.settimeout(min(remaining, QUIET_S) if seen >= expected else remaining)
+            try:
+                self.sock.recv(2048)
+            except TimeoutError:
+                break
+            seen += 1
+        return seen
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def send_burst(source: LabHost, target: LabHost, port: int, count: int = BURST) -> None:
+    with open_socket(source.namespace, socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(count):
+            sock.sendto(b"vmshadow %d" % i, (str(target.address.ip), port))
+
+
+def burst_seen(lab: LabState, port: int, *, readers: tuple[LabHost, ...] | None = None) -> tuple[dict[str, int], int]:
+    """Send a burst vm1 -> vm2; (copies per shadow port of `readers`, datagrams the peer received).
+
+    vm1's shadow port (the sender's) is read first when it is among the readers; everything else is then given
+    a short deadline, since the copy is taken before the bridge delivers the original.
+    """
+    vm1, vm2 = lab.vmns
+    readers = readers if readers is not None else (vm1,)
+    shadows = {h.name: ShadowReader(shadow_interface_name(h.name)) for h in readers}
+    peer = Peer(vm2, port)
+    try:
+        send_burst(vm1, vm2, port)
+        copies = {}
+        if vm1.name in shadows:
+            copies[vm1.name] = shadows[vm1.name].count_udp(port, BURST)
+        for name, reader in shadows.items():
+            if name not in copies:
+                copies[name] = reader.count_udp(port, BURST, deadline_s=AFTER_S)
+        received = peer.count(BURST, deadline_s=AFTER_S if vm1.name in shadows else DEADLINE_S)
+        return copies, received
+    finally:
+        peer.close()
+        for r in shadows.values():
+            r.close()
+
+
+def test_traffic_sent_by_a_vmn_appears_once_on_its_shadow_port(lab: LabState, port_number: int) -> None:
+    vm1, vm2 = lab.vmns
+    copies, received = burst_seen(lab, port_number, readers=(vm1, vm2))
+    assert received == BURST  # exactly once: the copy is never put back on the live path
+    assert copies == {vm1.name: BURST, vm2.name: 0}  # vm2's port copies what vm2 sends, not what it receives
+    port = shadow_of(vm1)
+    assert port.host_interface == vm1.host_interface
+    assert port.directions == (Direction.OUTGOING,)
+
+
+def test_attaching_again_does_not_duplicate_the_copy(lab: LabState, port_number: int) -> None:
+    vm1, _ = lab.vmns
+    first = attach(vm1.name, vm1.host_interface)
+    second = attach(vm1.name, vm1.host_interface)
+    assert first == second
+    assert [p.vmn for p in find_attached()].count(vm1.name) == 1
+    copies, received = burst_seen(lab, port_number)
+    assert (copies[vm1.name], received) == (BURST, BURST)
+    assert tc_filter_count(vm1.host_interface, "ingress") == 1
+
+
+def tc_filter_count(interface: str, hook: str) -> int:
+    out = subprocess.run(
+        ["tc", "-j", "filter", "show", "dev", interface, hook], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    return sum(1 for f in json.loads(out) if f.get("options", {}).get("actions"))
+
+
+def test_detach_stops_the_copies_and_attach_restores_them(lab: LabState, port_number: int) -> None:
+    vm1, _ = lab.vmns
+    port = shadow_of(vm1)
+    try:
+        assert detach(port) is True
+        assert detach(port) is False  # idempotent
+        assert vm1.name not in [p.vmn for p in find_attached()]
+        assert tc_filter_count(vm1.host_interface, "ingress") == 0
+        with IPRoute() as ipr:
+            assert ipr.link_lookup(ifname=port.shadow_interface) == []
+        # the live path does not care
+        vm2 = lab.vmns[1]
+        peer = Peer(vm2, port_number)
+        try:
+            send_burst(vm1, vm2, port_number)
+            assert peer.count(BURST) == BURST
+        finally:
+            peer.close()
+    finally:
+        attach(vm1.name, vm1.host_interface)
+    copies, received = burst_seen(lab, port_number + 1 if port_number < 65535 else port_number - 1)
+    assert (copies[vm1.name], received) == (BURST, BURST)
+
+
+def test_a_fresh_process_finds_the_attached_mirror_and_does_not_duplicate_it(lab: LabState, port_number: int) -> None:
+    vm1, _ = lab.vmns
+    script = (
+        "import json, sys\n"
+        "from vmshadow.capture import attach, find_attached\n"
+        "found = [p for p in find_attached() if p.vmn == sys.argv[1]]\n"
+        "attach(sys.argv[1], sys.argv[2])\n"
+        "rows = [[p.vmn, p.host_interface, p.shadow_interface, list(p.directions), p.kind] for p in found]\n"
+        "print(json.dumps(rows))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, vm1.name, vm1.host_interface],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (found,) = json.loads(result.stdout)
+    assert found[:4] == [vm1.name, vm1.host_interface, shadow_interface_name(vm1.name), ["outgoing"]]
+    copies, received = burst_seen(lab, port_number)
+    assert (copies[vm1.name], received) == (BURST, BURST)
+
+
+@pytest.fixture
+def drop_to_vm2(lab: LabState) -> Iterator[str]:
+    """A raw nftables bridge table (unique name) dropping vm1's IPv4 to vm2 on this lab's bridge only."""
+    vm1, vm2 = lab.vmns
+    table = f"vmsT{secrets.token_hex(3)}"
+    rules = (
+        f"add table bridge {table}\n"
+        f"add chain bridge {table} forward {{ type filter hook forward priority 0; }}\n"
+        # scoped to this lab's port (`meta ibrname` needs CONFIG_NFT_BRIDGE_META, which this kernel lacks)
+        f'add rule bridge {table} forward iifname "{vm1.host_interface}" ip daddr {vm2.address.ip} counter drop\n'
+    )
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True, timeout=10)
+    try:
+        yield table
+    finally:
+        subprocess.run(["nft", "delete", "table", "bridge", table], check=False, timeout=10)
+
+
+def test_mirror_before_tmr_a_dropped_packet_is_still_copied(lab: LabState, drop_to_vm2: str, port_number: int) -> None:
+    vm1, _ = lab.vmns
+    copies, received = burst_seen(lab, port_number)
+    assert received == 0  # the rule drops every datagram on the bridge
+    assert copies[vm1.name] == BURST  # the shadow port saw each one
+    listing = subprocess.run(
+        ["nft", "-j", "list", "table", "bridge", drop_to_vm2], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    (rule,) = [item["rule"] for item in json.loads(listing)["nftables"] if "rule" in item]
+    (counter,) = [e["counter"] for e in rule["expr"] if "counter" in e]
+    assert counter["packets"] == BURST
+
+
+def test_mirror_counters_grow_with_traffic(lab: LabState, port_number: int) -> None:
+    vm1, _ = lab.vmns
+    port = shadow_of(vm1)
+    before = mirror_counters(port)[Direction.OUTGOING]
+    burst_seen(lab, port_number)
+    after = mirror_counters(port)[Direction.OUTGOING]
+    assert after.packets - before.packets >= BURST
+    # each datagram is at least an IPv4 + UDP header and its payload (tc ingress counts no Ethernet header)
+    assert after.bytes - before.bytes >= BURST * (20 + 8 + len(b"vmshadow 0"))
+    assert Direction.INCOMING not in mirror_counters(port)
+
+
+def test_both_directions_copy_what_the_vmn_receives_and_can_be_turned_off(lab: LabState, port_number: int) -> None:
+    vm1, vm2 = lab.vmns
+    try:
+        port = attach(vm2.name, vm2.host_interface, both_directions=True, snaplen=256)
+        assert port.directions == (Direction.OUTGOING, Direction.INCOMING)
+        assert shadow_of(vm2).snaplen == 256
+        copies, received = burst_seen(lab, port_number, readers=(vm1, vm2))
+        assert received == BURST
+        assert copies == {vm1.name: BURST, vm2.name: BURST}
+        assert mirror_counters(port)[Direction.INCOMING].packets >= BURST
+    finally:
+        port = attach(vm2.name, vm2.host_interface)
+    assert shadow_of(vm2).directions == (Direction.OUTGOING,)
+    assert tc_filter_count(vm2.host_interface, "egress") == 0
+    copies, _ = burst_seen(lab, port_number, readers=(vm2,))
+    assert copies == {vm2.name: 0}
+
+
+def test_mirror_counters_count_segments_while_the_reader_gets_gso_packets(lab: LabState, port_number: int) -> None:
+    """Measures what docs/lab.md states: tc counts segments; the shadow port may receive merged super-packets."""
+    vm1, vm2 = lab.vmns
+    size = 1_000_000
+    port = shadow_of(vm1)
+    before = mirror_counters(port)[Direction.OUTGOING]
+    server = open_socket(vm2.namespace, socket.AF_INET, socket.SOCK_STREAM)
+    client = open_socket(vm1.namespace, socket.AF_INET, socket.SOCK_STREAM)
+    received: list[int] = []
+
+    def drain() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(10)
+            got = 0
+            for _ in range(size):  # bounded: every read returns at least one byte or ends the stream
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    break
+                got += len(chunk)
+            received.append(got)
+
+    try:
+        server.bind((str(vm2.address.ip), port_number))
+        server.listen(1)
+        server.settimeout(10)
+        reader = threading.Thread(target=drain)
+        reader.start()
+        client.settimeout(10)
+        client.connect((str(vm2.address.ip), port_number))
+        client.sendall(b"v" * size)
+        client.shutdown(socket.SHUT_WR)
+        reader.join(timeout=15)
+        assert received == [size]
+    finally:
+        client.close()
+        server.close()
+    after = mirror_counters(port)[Direction.OUTGOING]
+    assert after.bytes - before.bytes >= size
+    assert after.packets - before.packets >= size // 1500  # at least one per MTU-sized segment
+
+
+def test_attach_refuses_what_is_not_a_vmn_interface(lab: LabState) -> None:
+    vm1, vm2 = lab.vmns
+    with pytest.raises(InputError, match="no interface"):
+        attach("ghost", "vmsTnothing0")
+    with pytest.raises(InputError, match="shadow port"):
+        attach("loop", shadow_interface_name(vm1.name))
+    with pytest.raises(InputError, match="detach it"):
+        attach(vm1.name, vm2.host_interface)  # one host-side interface per shadow port
+    with pytest.raises(InputError, match="not a VMN name"):
+        attach("1bad name", vm1.host_interface)
+    assert shadow_of(vm1).host_interface == vm1.host_interface
+
+
+def test_shadow_interface_names_fit_and_are_stable() -> None:
+    assert shadow_interface_name("vm1") == "vmss-vm1"
+    assert shadow_interface_name("web-frontend") == shadow_interface_name("web-frontend")
+    long = shadow_interface_name("web-frontend")
+    assert long.startswith("vmss-web-")
+    assert len(long) == 15
+    assert shadow_interface_name("web-frontend-2") != long
+    assert all(len(shadow_interface_name("x" * n)) <= 15 for n in range(1, 64))
