@@ -10,6 +10,7 @@ from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
 from vmshadow.app.embedded import EmbeddedService
+from vmshadow.app.tm import ApplyResult, TMSettings, apply_tmrset, open_enforcer
 from vmshadow.capture import shadow_port
 from vmshadow.capture.discovery import discover_vmns
 from vmshadow.domain.errors import InputError, Issue
@@ -40,6 +41,16 @@ class Watched:
 
     vmn: VMN
     port: shadow_port.ShadowPort
+
+
+def watched_bridge(options: ServiceOptions) -> str:
+    """The bridge the service watches: the given one, else the lab's."""
+    if options.bridge is not None:
+        return options.bridge
+    state = Lab().state()
+    if state is None:
+        raise InputError(Issue("run", "no lab is up and no --bridge given; run `vmshadow lab up` first"))
+    return state.bridge
 
 
 def watched_vmns(options: ServiceOptions) -> list[Watched]:
@@ -102,7 +113,16 @@ def build_service(
     )
 
 
-def cleanup(watched: list[Watched]) -> None:
-    """Remove the shadow ports this service fed (for `run --cleanup`)."""
+def enforce(options: ServiceOptions, tmrset: TMRSet, watched: list[Watched]) -> ApplyResult:
+    """Put the TMRs in force on the watched bridge, as a new stored version."""
+    settings = TMSettings(db_url=options.db_url, bridges=(watched_bridge(options),))
+    return apply_tmrset(settings, with_watched(tmrset, watched), comment="vmshadow run")
+
+
+def cleanup(options: ServiceOptions, watched: list[Watched], *, enforced: bool) -> None:
+    """Remove the shadow ports this service fed and, if it put TMRs in force, its nftables table."""
     for w in watched:
         shadow_port.detach(w.port)
+    if enforced:
+        with open_enforcer(TMSettings(db_url=options.db_url, bridges=(watched_bridge(options),))) as enforcer:
+            enforcer.remove()

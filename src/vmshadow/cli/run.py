@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vmshadow.app.service import DEFAULT_STATUS, ServiceOptions, build_service, cleanup, watched_vmns
+from vmshadow.app.service import DEFAULT_STATUS, ServiceOptions, build_service, cleanup, enforce, watched_vmns
 from vmshadow.cli.analyze import db_url
 from vmshadow.cli.output import console, fail
 from vmshadow.config.tmr_file import load_tmr_file
@@ -32,7 +32,9 @@ def run(
         str | None, typer.Option("--bridge", help="Watch the VMNs on this bridge (default: the lab).")
     ] = None,
     mapping: Annotated[Path | None, typer.Option("--vmn-names", help="Interface -> VMN name map (YAML).")] = None,
-    rules: Annotated[Path | None, typer.Option("--rules", help="TMR file: TMRs the recommenders build on.")] = None,
+    rules: Annotated[
+        Path | None, typer.Option("--rules", help="TMR file: put in force on the bridge at start (a new version).")
+    ] = None,
     intel: Annotated[list[Path] | None, typer.Option("--intel", help="Indicator list, repeatable.")] = None,
     db: Annotated[str, typer.Option("--db", help="SQLite file path or database URL.")] = "var/vmshadow.db",
     both_directions: Annotated[
@@ -46,8 +48,8 @@ def run(
 ) -> None:
     """Run the embedded service: shadow ports -> flows -> detectors -> proposals, stored as they come.
 
-    Stops cleanly on SIGINT or SIGTERM. Shadow ports stay attached on exit unless --cleanup is given, so a
-    restart finds them instead of duplicating them.
+    Stops cleanly on SIGINT or SIGTERM. Shadow ports and the TMRs in force stay on exit unless --cleanup is given
+    (a restart finds them instead of duplicating them; temporary TMRs still expire in the kernel).
     """
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -61,6 +63,9 @@ def run(
             db_url=db_url(db), bridge=bridge, mapping_file=mapping, both_directions=both_directions, status_path=status
         )
         watched = watched_vmns(options)
+        if rules is not None:
+            applied = enforce(options, tmrset, watched)
+            console.print(f"TMRs from {rules} in force as version {applied.version}", highlight=False)
         service = build_service(options, tmrset, watched, indicators=tuple(indicators), on_proposal=_show)
     except VmshadowError as exc:
         fail(exc)
@@ -72,5 +77,6 @@ def run(
         service.run(stop)
     finally:
         if remove_on_exit:
-            cleanup(watched)
-        console.print("stopped" + ("; shadow ports removed" if remove_on_exit else "; shadow ports stay attached"))
+            cleanup(options, watched, enforced=rules is not None)
+        kept = "shadow ports and TMRs removed" if remove_on_exit else "shadow ports and TMRs stay in force"
+        console.print(f"stopped; {kept}")

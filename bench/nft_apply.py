@@ -1,0 +1,148 @@
+"""How long putting a TMRSet in force takes with `NftEnforcer`, step by step, for 10, 1,000 and 10,000 TMRs.
+
+Each size is applied `--repeat` times (median reported) in a throw-away network namespace holding one bridge
+(nothing touches the root namespace), with an in-memory SQLite store. Two TMR mixes:
+
+- ``networks``: every TMR is ``<one address> -> any, tcp/<port>``: one nftables rule per TMR;
+- ``mixed``: a quarter each of address -> any (tcp, one port), VMN -> network (udp, a list of ports),
+  group -> any (tcp, a range), any -> VMN (icmp); 200 VMNs known by address and MAC, 20 groups of 10 VMNs and a
+  network. A VMN or group side becomes two rules (MAC, address), so there are more rules than TMRs.
+
+Steps (seconds): ``compile`` (TMRSet -> JSON text), ``check`` (``nft -c -j -f``), ``commit`` (``nft -j -f``, the
+transaction), ``verify`` (``nft -j list table`` and the comparison), ``record`` (the store), ``total`` (all, plus
+reading the bridge ports and the version in force). The target is compile + commit <= 1 s for 10,000 TMRs.
+
+Run as root from the repository root:  .venv/bin/python -m bench.nft_apply [--repeat N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import platform
+import statistics
+import subprocess
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.integration import netlab
+
+from vmshadow.adapters.sql import open_store
+from vmshadow.domain.net import PortRange, Protocol
+from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
+from vmshadow.domain.vmn import VMN, Group
+from vmshadow.enforcement.nft import NftEnforcer
+
+SIZES = (10, 1_000, 10_000)
+STEPS = ("compile", "check", "commit", "verify", "record", "total")
+TARGET_S = 1.0
+
+
+def networks(n: int) -> TMRSet:
+    return TMRSet(
+        tmrs=tuple(
+            TMR(
+                f"t{i}",
+                i,
+                Endpoint.network(f"198.18.{i // 256 % 256}.{i % 256}/32"),
+                Endpoint.any(),
+                Action.DENY if i % 2 else Action.ALLOW,
+                protocol=Protocol.TCP,
+                ports=(PortRange.single(1000 + i % 1000),),
+            )
+            for i in range(n)
+        )
+    )
+
+
+def mixed(n: int) -> TMRSet:
+    vmns = tuple(
+        VMN(
+            f"vm{i}",
+            macs=(f"02:00:00:00:{i // 256:02x}:{i % 256:02x}",),
+            addresses=(ipaddress.ip_address(f"198.19.{i // 256}.{i % 256}"),),
+        )
+        for i in range(200)
+    )
+    groups = tuple(
+        Group(
+            f"g{g}",
+            vmns=tuple(f"vm{g * 10 + k}" for k in range(10)),
+            networks=(ipaddress.ip_network(f"198.19.{100 + g}.0/24"),),
+        )
+        for g in range(20)
+    )
+    tmrs = []
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:
+            src, dst = Endpoint.network(f"198.18.{i // 256 % 256}.{i % 256}/32"), Endpoint.any()
+            protocol, ports = Protocol.TCP, (PortRange.single(1000 + i % 1000),)
+        elif kind == 1:
+            src, dst = Endpoint.vmn(f"vm{i % 200}"), Endpoint.network(f"198.18.{i % 256}.0/24")
+            protocol, ports = Protocol.UDP, (PortRange.single(53), PortRange.single(123), PortRange(5000, 5100))
+        elif kind == 2:
+            src, dst = Endpoint.group(f"g{i % 20}"), Endpoint.any()
+            protocol, ports = Protocol.TCP, (PortRange(8000 + i % 100, 8100 + i % 100),)
+        else:
+            src, dst = Endpoint.any(), Endpoint.vmn(f"vm{i % 200}")
+            protocol, ports = Protocol.ICMP, ()
+        tmrs.append(TMR(f"t{i}", i, src, dst, Action.DENY if i % 3 else Action.ALLOW, protocol=protocol, ports=ports))
+    return TMRSet(tmrs=tuple(tmrs), vmns=vmns, groups=groups, vmn_defaults={"vm0": Action.DENY})
+
+
+MIXES = {"networks": networks, "mixed": mixed}
+
+
+def measure(netns: str, bridge: str, tmrset: TMRSet, repeat: int) -> dict[str, Any]:
+    runs: list[dict[str, float]] = []
+    rules = 0
+    with open_store("sqlite://") as store:
+        enforcer = NftEnforcer(store, bridges=[bridge], netns=netns)
+        for _ in range(repeat):
+            enforcer.apply(tmrset, datetime.now(UTC))
+            assert enforcer.last_report is not None
+            runs.append(enforcer.last_report.timings_s)
+            rules = enforcer.last_report.rules
+        enforcer.remove()
+    median = {step: statistics.median(r.get(step, 0.0) for r in runs) for step in STEPS}
+    median["compile_commit"] = median["compile"] + median["commit"]
+    return {"tmrs": len(tmrset.tmrs), "rules": rules, "median_s": median}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    version = subprocess.run(["nft", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    results: list[dict[str, Any]] = []
+    with netlab.namespace("b") as netns:
+        bridge = "vmsbr0"
+        netlab.run("ip", "-n", netns, "link", "add", bridge, "type", "bridge")
+        for mix, build in MIXES.items():
+            for size in SIZES:
+                results.append({"mix": mix, **measure(netns, bridge, build(size), args.repeat)})
+    report = {
+        "machine": {"python": platform.python_version(), "kernel": platform.release(), "nft": version},
+        "repeat": args.repeat,
+        "target_compile_commit_s": TARGET_S,
+        "results": results,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{version}, kernel {platform.release()}, median of {args.repeat}")
+    header = f"{'mix':<9}{'TMRs':>7}{'rules':>7}" + "".join(f"{s:>9}" for s in (*STEPS, "c+c"))
+    print(header)
+    for r in results:
+        m = r["median_s"]
+        cells = "".join(f"{m[s]:>9.3f}" for s in (*STEPS, "compile_commit"))
+        print(f"{r['mix']:<9}{r['tmrs']:>7}{r['rules']:>7}{cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
