@@ -7,7 +7,6 @@ time; finalizers remove it even when a test fails, by name if `Lab.down` itself 
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ import pytest
 from pyroute2 import IPRoute, netns
 from typer.testing import CliRunner
 
+from tests.integration import labkit
+from tests.integration.labkit import lab_objects, sweep
 from vmshadow.capture import discover_vmns, find_attached
 from vmshadow.cli import lab as lab_cli
 from vmshadow.domain.errors import InputError
@@ -27,27 +28,7 @@ OUTSIDE_THE_LAB = ("198.19.255.1", "198.18.1.1")
 
 
 def unique_names() -> tuple[str, str]:
-    """A lab tag and a bridge name no other test or lab uses."""
-    suffix = secrets.token_hex(2)
-    return f"t{suffix[:3]}", f"vmsT{suffix}"
-
-
-def lab_objects(tag: str, bridge: str) -> list[str]:
-    """Every namespace and link of the lab tagged `tag` (by name), and the bridge."""
-    prefixes = (f"vmsv-{tag}-", f"vmss-{tag}-")
-    with IPRoute() as ipr:
-        links = [str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()]
-    found = [n for n in netns.listnetns() if n.startswith(f"vms-{tag}-")]
-    return sorted(found + [n for n in links if n.startswith(prefixes) or n == bridge])
-
-
-def sweep(tag: str, bridge: str) -> None:
-    """Last resort after `Lab.down`: remove whatever is left by name."""
-    for name in lab_objects(tag, bridge):
-        if name.startswith("vms-"):
-            subprocess.run(["ip", "netns", "delete", name], check=False, timeout=10)
-        else:
-            subprocess.run(["ip", "link", "delete", name], check=False, timeout=10)
+    return labkit.unique_names("t")
 
 
 @pytest.fixture
@@ -106,7 +87,8 @@ def test_up_status_down_round_trip_leaves_nothing(fresh_lab: tuple[Lab, str]) ->
         f"{lab.tag}-c2": ["198.18.0.4/24"],
     }
     assert all(h["shadow_interface"] is None for h in outside.values())
-    assert len(lab_objects(lab.tag, bridge)) == 6 * 2 + 3 + 1  # namespaces + host links, 3 shadow ports, bridge
+    # namespaces + host links, 3 shadow ports (a veth pair each), bridge
+    assert len(lab_objects(lab.tag, bridge)) == 6 * 2 + 3 * 2 + 1
 
     teardown = lab.down()
     assert bridge in teardown.links
@@ -142,7 +124,7 @@ def test_up_is_idempotent_and_completes_a_partial_lab(fresh_lab: tuple[Lab, str]
 
     # the lab follows the requested size
     lab.up(3, bridge)
-    assert len(lab_objects(lab.tag, bridge)) == len(objects) + 3
+    assert len(lab_objects(lab.tag, bridge)) == len(objects) + 4  # a namespace, a host link, a shadow veth pair
     lab.up(2, bridge)
     assert lab_objects(lab.tag, bridge) == objects
 

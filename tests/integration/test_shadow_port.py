@@ -18,8 +18,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
+from tests.integration import labkit
+from tests.integration.labkit import sweep
 from vmshadow.capture import Direction, ShadowPort, attach, detach, find_attached, mirror_counters
 from vmshadow.capture.shadow_port import shadow_interface_name
 from vmshadow.domain.errors import InputError
@@ -33,20 +35,7 @@ AFTER_S = 1.0  # once the sender's shadow port has shown the burst, the rest of 
 
 
 def unique_names() -> tuple[str, str]:
-    suffix = secrets.token_hex(2)
-    return f"t{suffix[:3]}", f"vmsT{suffix}"
-
-
-def sweep(tag: str, bridge: str) -> None:
-    """Last resort after `Lab.down`: remove whatever is left by name."""
-    for name in netns.listnetns():
-        if name.startswith(f"vms-{tag}-"):
-            subprocess.run(["ip", "netns", "delete", name], check=False, timeout=10)
-    with IPRoute() as ipr:
-        links = [str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()]
-    for name in links:
-        if name.startswith((f"vmsv-{tag}-", f"vmss-{tag}-")) or name == bridge:
-            subprocess.run(["ip", "link", "delete", name], check=False, timeout=10)
+    return labkit.unique_names("t")
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,7 @@ def _health_row(h: PortHealth, mirrored: dict[str, int]) -> dict[str, Any]:
         "shadow_port": h.interface,
         "mirrored_packets": mirrored.get("packets", 0),
         "mirrored_bytes": mirrored.get("bytes", 0),
-        "analysed_packets": h.processed,
+        "analysed_packets": h.analysed,
         "socket_dropped_packets": h.socket_dropped,
         "queue_dropped_flows": h.queue_dropped,
         "flows": h.flows,

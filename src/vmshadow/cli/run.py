@@ -20,7 +20,18 @@ from vmshadow.domain.tmr import TMRSet
 from vmshadow.intel.plain_list import load_plain_list
 
 
+_shown: set[str] = set()
+
+
 def _show(p: Proposal) -> None:
+    if p.id in _shown:  # the same proposal gaining evidence: one line, not the whole block again
+        console.print(
+            f"  updated {p.id}: score {p.score:.2f}, {len(p.evidence.finding_ids)} findings, "
+            f"{p.impact.newly_blocked_flows} recorded flows newly blocked",
+            highlight=False,
+        )
+        return
+    _shown.add(p.id)
     what = p.rule.describe() if p.rule is not None else p.summary
     console.print(f"[bold]proposal[/] {p.kind} {p.id} score {p.score:.2f}: {what}", highlight=False)
     console.print(f"  evidence {len(p.evidence.finding_ids)} findings, {len(p.evidence.community_ids)} flows; "

@@ -39,7 +39,7 @@ HEARTBEAT_INTERVAL_S = 0.5
 IDLE_TIMEOUT_S = 2  # nfstream needs integers; short, so early findings are not held back
 ACTIVE_TIMEOUT_S = 60
 METER_NICENESS = 10
-_PROCESSED, _SOCKET_DROPPED, _QUEUE_DROPPED, _FLOWS = range(4)
+_PROCESSED, _IGNORED, _SOCKET_DROPPED, _QUEUE_DROPPED, _FLOWS = range(5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +53,28 @@ class MeteredPort:
 
 @dataclass
 class PortHealth:
-    """Counters for one shadow port. `processed`/`socket_dropped` are packets as the meter read them (a shadow
-    port may receive GSO-merged packets); `queue_dropped`/`flows` are flows."""
+    """Counters for one shadow port.
+
+    Packets as the meter read them (a shadow port may receive GSO-merged packets): `processed` (IP packets),
+    `ignored` (non-IP, e.g. ARP), `socket_dropped` (the kernel could not hand them to the meter), and
+    `heartbeats` (ours, included in `processed`). Flows: `flows` produced, `queue_dropped` shed because the
+    analysis fell behind.
+    """
 
     vmn: str
     interface: str
     processed: int = 0
+    ignored: int = 0
     socket_dropped: int = 0
     queue_dropped: int = 0
     flows: int = 0
+    heartbeats: int = 0
     error: str = ""
+
+    @property
+    def analysed(self) -> int:
+        """Mirrored packets the meter read: what it processed and ignored, less our heartbeats."""
+        return max(0, self.processed + self.ignored - self.heartbeats)
 
 
 class _MeterStatsProbe:
@@ -137,6 +149,7 @@ def _meter_port(
             if performances:
                 counters[_SOCKET_DROPPED] = sum(int(m[0].value) for m in performances)
                 counters[_PROCESSED] = sum(int(m[1].value) for m in performances)
+                counters[_IGNORED] = sum(int(m[2].value) for m in performances)
             if stop.is_set():
                 break
             if nf.src_mac == own_mac:
@@ -170,13 +183,15 @@ class LiveSource:
     _beat: threading.Thread | None = field(init=False, repr=False, default=None)
     _beat_stop: threading.Event = field(init=False, repr=False, default_factory=threading.Event)
     _error_text: dict[str, str] = field(init=False, repr=False)
+    _beats: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._ctx = multiprocessing.get_context("spawn")
         self._queue = self._ctx.Queue(maxsize=self.queue_size)
         self._errors = self._ctx.Queue()
         self._stop = self._ctx.Event()
-        self._counters = {p.reader: self._ctx.Array("q", 4, lock=False) for p in self.ports}
+        self._counters = {p.reader: self._ctx.Array("q", 5, lock=False) for p in self.ports}
+        self._beats = {p.reader: 0 for p in self.ports}
         self._procs = []
         self._error_text = {}
 
@@ -192,8 +207,9 @@ class LiveSource:
         for p in self.ports:
             c = self._counters[p.reader]
             out[p.reader] = PortHealth(
-                p.vmn, p.reader, c[_PROCESSED], c[_SOCKET_DROPPED], c[_QUEUE_DROPPED], c[_FLOWS],
-                self._error_text.get(p.reader, ""),
+                p.vmn, p.reader, processed=c[_PROCESSED], ignored=c[_IGNORED], socket_dropped=c[_SOCKET_DROPPED],
+                queue_dropped=c[_QUEUE_DROPPED], flows=c[_FLOWS], heartbeats=self._beats[p.reader],
+                error=self._error_text.get(p.reader, ""),
             )  # fmt: skip
         return out
 
@@ -229,10 +245,15 @@ class LiveSource:
             yield item
 
     def _heartbeat(self) -> None:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-            # beats go on until every meter has stopped: a meter notices the stop flag only on its next flow
-            while not self._beat_stop.wait(HEARTBEAT_INTERVAL_S):
-                for port in self.ports:
-                    with contextlib.suppress(OSError):  # port down or gone: its meter reports the error
-                        send_heartbeat(sock, port.sender)
+        # Beats go on until every meter has stopped: a meter notices the stop flag only on its next flow. A new
+        # socket (so a new source port, a new one-packet flow) per beat: each beat's flow expires 2 s later,
+        # so the meter hands over a flow, and fresh counters, at least every 0.5 s.
+        while not self._beat_stop.wait(HEARTBEAT_INTERVAL_S):
+            for port in self.ports:
+                with (
+                    contextlib.suppress(OSError),  # port down or gone: its meter reports the error
+                    socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock,
+                ):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+                    send_heartbeat(sock, port.sender)
+                    self._beats[port.reader] += 1
