@@ -19,7 +19,6 @@ from vmshadow.domain.proposal import Proposal
 from vmshadow.domain.tmr import TMRSet
 from vmshadow.intel.plain_list import load_plain_list
 
-
 _shown: set[str] = set()
 
 
