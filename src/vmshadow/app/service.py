@@ -24,6 +24,7 @@ from vmshadow.lab.topology import Lab
 from vmshadow.refinement.recommender import recommender_types
 
 DEFAULT_STATUS = DEFAULT_STATE_DIR / "status.json"
+DEFAULT_SNAPLEN = 1536  # enough for every header and the first bytes nDPI needs
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ def build_service(
         return out
 
     return EmbeddedService(
-        source=LiveSource(ports, tmrset.vmn_map),
+        source=LiveSource(ports, tmrset.vmn_map, snapshot_length=_snaplen(watched)),
         store=open_store(options.db_url),
         tmrset=tmrset,
         detectors=build_detectors(DetectorContext(indicators=indicators)),
@@ -117,6 +118,12 @@ def enforce(options: ServiceOptions, tmrset: TMRSet, watched: list[Watched]) -> 
     """Put the TMRs in force on the watched bridge, as a new stored version."""
     settings = TMSettings(db_url=options.db_url, bridges=(watched_bridge(options),))
     return apply_tmrset(settings, with_watched(tmrset, watched), comment="vmshadow run")
+
+
+def _snaplen(watched: list[Watched]) -> int:
+    """The meters' snap length: the smallest a shadow port asks for (tc copies whole packets; readers cut)."""
+    asked = [w.port.snaplen for w in watched if w.port.snaplen]
+    return min(asked) if asked else DEFAULT_SNAPLEN
 
 
 def cleanup(options: ServiceOptions, watched: list[Watched], *, enforced: bool) -> None:
