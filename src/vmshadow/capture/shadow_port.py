@@ -39,6 +39,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from vmshadow.capture.netlink import find_link, ifname, kernel_error, link_kind
 from vmshadow.domain.errors import BackendUnavailableError, InputError, Issue
 
 SHADOW_PREFIX = "vmss-"
@@ -150,19 +151,19 @@ def attach(
     wanted = (Direction.OUTGOING, Direction.INCOMING) if both_directions else (Direction.OUTGOING,)
     shadow_name = shadow_interface_name(vmn_name)
     with _ipr() as ipr:
-        host = _link(ipr, host_interface)
+        host = find_link(ipr, host_interface)
         if host is None:
             raise InputError(Issue("capture", f"no interface {host_interface!r} in this namespace", field="host"))
         if host.get_attr("IFLA_IFNAME").startswith(SHADOW_PREFIX):
             raise InputError(Issue("capture", f"{host_interface} is a shadow port, not a VMN's interface"))
         host_idx: int = host["index"]
-        shadow = _link(ipr, shadow_name)
+        shadow = find_link(ipr, shadow_name)
         if shadow is not None:
             _check_owner(ipr, shadow, vmn_name, host_interface, host_idx)
-            kind = _kind(shadow) or "?"
+            kind = link_kind(shadow) or "?"
         else:
             kind = _create_shadow(ipr, shadow_name)
-            shadow = _link(ipr, shadow_name)
+            shadow = find_link(ipr, shadow_name)
             assert shadow is not None
         shadow_idx: int = shadow["index"]
         _netlink(
@@ -177,7 +178,7 @@ def attach(
             ipr.tc("add", "clsact", host_idx)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
-                raise _kernel_error(f"add clsact to {host_interface}", exc) from exc
+                raise kernel_error(f"add clsact to {host_interface}", exc) from exc
         present = {m.direction: m for m in _mirrors_on(ipr, host_idx) if m.shadow_ifindex == shadow_idx}
         for direction in Direction:
             if direction in wanted and direction not in present:
@@ -206,7 +207,7 @@ def detach(port: ShadowPort | str) -> bool:
     if not name.startswith(SHADOW_PREFIX):
         raise InputError(Issue("capture", f"{name!r} is not a shadow port (names start with {SHADOW_PREFIX})"))
     with _ipr() as ipr:
-        shadow = _link(ipr, name)
+        shadow = find_link(ipr, name)
         if shadow is None:
             return False
         shadow_idx: int = shadow["index"]
@@ -228,7 +229,7 @@ def find_attached() -> list[ShadowPort]:
     ports = []
     for link in links:
         name = names[link["index"]]
-        kind = _kind(link)
+        kind = link_kind(link)
         if not name.startswith(SHADOW_PREFIX) or kind not in SHADOW_KINDS:
             continue
         label = _parse_alias(link.get_attr("IFLA_IFALIAS"))
@@ -264,10 +265,10 @@ def mirror_counters(port: ShadowPort) -> dict[Direction, MirrorCounters]:
     Packets count GSO segments, not the super-packets a reader of the shadow port receives; see the module doc.
     """
     with _ipr() as ipr:
-        shadow = _link(ipr, port.shadow_interface)
+        shadow = find_link(ipr, port.shadow_interface)
         if shadow is None:
             return {}
-        host = _link(ipr, port.host_interface) if port.host_interface else None
+        host = find_link(ipr, port.host_interface) if port.host_interface else None
         candidates = _mirrors_on(ipr, host["index"]) if host is not None else _all_mirrors(ipr)
         feeding = [m for m in candidates if m.shadow_ifindex == shadow["index"]]
         if not feeding and host is not None:
@@ -301,29 +302,11 @@ def _ipr() -> Iterator[Any]:
         ipr.close()
 
 
-def _kernel_error(what: str, exc: NetlinkError) -> BackendUnavailableError:
-    return BackendUnavailableError(f"the kernel refused to {what}: {os.strerror(exc.code)} ({exc.code})")
-
-
 def _netlink(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return call(*args, **kwargs)
     except NetlinkError as exc:
-        raise _kernel_error(what, exc) from exc
-
-
-def _link(ipr: Any, name: str) -> Any | None:
-    try:
-        return ipr.link("get", ifname=name)[0]
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return None
-        raise _kernel_error(f"look up {name}", exc) from exc
-
-
-def _kind(link: Any) -> str | None:
-    kind = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
-    return str(kind) if kind is not None else None
+        raise kernel_error(what, exc) from exc
 
 
 def _delete_link(ipr: Any, index: int) -> None:
@@ -331,7 +314,7 @@ def _delete_link(ipr: Any, index: int) -> None:
         ipr.link("del", index=index)
     except NetlinkError as exc:
         if exc.code != errno.ENODEV:
-            raise _kernel_error(f"delete link {index}", exc) from exc
+            raise kernel_error(f"delete link {index}", exc) from exc
 
 
 def _create_shadow(ipr: Any, name: str) -> str:
@@ -342,7 +325,7 @@ def _create_shadow(ipr: Any, name: str) -> str:
     except NetlinkError as exc:
         if exc.code == errno.EOPNOTSUPP:
             raise BackendUnavailableError("this kernel has no veth interfaces for shadow ports") from exc
-        raise _kernel_error(f"create shadow port {name}", exc) from exc
+        raise kernel_error(f"create shadow port {name}", exc) from exc
     reader_idx = ipr.link_lookup(ifname=reader)[0]
     # before anything is up: the kernel must never answer, solicit or report from the shadow port itself
     _netlink(f"turn off IPv6 addresses on {reader}", ipr.link, "set", index=reader_idx, af_spec=_ADDR_GEN_MODE_NONE)
@@ -362,25 +345,18 @@ def _write_sysctl(path: str, value: str) -> None:
 
 def _check_owner(ipr: Any, shadow: Any, vmn: str, host_interface: str, host_idx: int) -> None:
     name = shadow.get_attr("IFLA_IFNAME")
-    if _kind(shadow) not in SHADOW_KINDS:
-        raise InputError(Issue("capture", f"{name} exists and is not a shadow port ({_kind(shadow)})"))
+    if link_kind(shadow) not in SHADOW_KINDS:
+        raise InputError(Issue("capture", f"{name} exists and is not a shadow port ({link_kind(shadow)})"))
     label = _parse_alias(shadow.get_attr("IFLA_IFALIAS"))
     owner = label.get("vmn")
     if owner is not None and owner != vmn:
         raise InputError(Issue("capture", f"{name} is the shadow port of VMN {owner}, not {vmn}"))
     feeders = {m.host_ifindex for m in _all_mirrors(ipr) if m.shadow_ifindex == shadow["index"]} - {host_idx}
     if feeders:
-        others = ", ".join(sorted(_ifname(ipr, i) for i in feeders))
+        others = ", ".join(sorted(ifname(ipr, i) for i in feeders))
         raise InputError(
             Issue("capture", f"VMN {vmn}'s shadow port is fed by {others}; detach it before using {host_interface}")
         )
-
-
-def _ifname(ipr: Any, index: int) -> str:
-    try:
-        return str(ipr.link("get", index=index)[0].get_attr("IFLA_IFNAME"))
-    except NetlinkError:
-        return f"#{index}"
 
 
 def _add_mirror(ipr: Any, host_idx: int, direction: Direction, shadow_idx: int) -> None:
@@ -410,7 +386,7 @@ def _delete_mirror(ipr: Any, mirror: _Mirror) -> None:
             ipr.tc("del-filter", index=mirror.host_ifindex, parent=parent, handle=handle, info=info)
         except NetlinkError as exc:
             if exc.code not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
-                raise _kernel_error(f"delete the {mirror.direction} mirror", exc) from exc
+                raise kernel_error(f"delete the {mirror.direction} mirror", exc) from exc
 
 
 def _has_filters(ipr: Any, host_idx: int, direction: Direction) -> bool:
@@ -427,7 +403,7 @@ def _drop_empty_clsact(ipr: Any, host_idx: int) -> None:
         ipr.tc("del", "clsact", host_idx)
     except NetlinkError as exc:
         if exc.code not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
-            raise _kernel_error("remove an empty clsact qdisc", exc) from exc
+            raise kernel_error("remove an empty clsact qdisc", exc) from exc
 
 
 def _filters(ipr: Any, host_idx: int, parent: int) -> list[Any]:
@@ -436,7 +412,7 @@ def _filters(ipr: Any, host_idx: int, parent: int) -> list[Any]:
     except NetlinkError as exc:
         if exc.code in (errno.ENODEV, errno.EINVAL, errno.ENOENT):
             return []
-        raise _kernel_error("list tc filters", exc) from exc
+        raise kernel_error("list tc filters", exc) from exc
 
 
 def _is_key_node(msg: Any) -> bool:
@@ -448,7 +424,7 @@ def _clsact_ifindexes(ipr: Any) -> list[int]:
     try:
         qdiscs = ipr.get_qdiscs()
     except NetlinkError as exc:
-        raise _kernel_error("list qdiscs", exc) from exc
+        raise kernel_error("list qdiscs", exc) from exc
     return sorted({q["index"] for q in qdiscs if q.get_attr("TCA_KIND") == "clsact"})
 
 

@@ -27,6 +27,7 @@ from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from vmshadow.capture import shadow_port
+from vmshadow.capture.netlink import find_link, ifname, kernel_error, link_kind
 from vmshadow.domain.errors import BackendUnavailableError, InputError, Issue
 from vmshadow.lab.state import (
     DEFAULT_BRIDGE,
@@ -282,34 +283,9 @@ def _ipr() -> Iterator[Any]:
         ipr.close()
 
 
-def _kernel(what: str, exc: NetlinkError) -> BackendUnavailableError:
-    return BackendUnavailableError(f"the kernel refused to {what}: {os.strerror(exc.code)} ({exc.code})")
-
-
-def _link(ipr: Any, name: str) -> Any | None:
-    try:
-        return ipr.link("get", ifname=name)[0]
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return None
-        raise _kernel(f"look up {name}", exc) from exc
-
-
-def _ifname(ipr: Any, index: int) -> str:
-    try:
-        return str(ipr.link("get", index=index)[0].get_attr("IFLA_IFNAME"))
-    except NetlinkError:
-        return f"#{index}"
-
-
 def _master_name(ipr: Any, link: Any | None) -> str | None:
     master = link.get_attr("IFLA_MASTER") if link is not None else None
-    return _ifname(ipr, master) if master is not None else None
-
-
-def _kind(link: Any) -> str | None:
-    kind = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
-    return str(kind) if kind is not None else None
+    return ifname(ipr, master) if master is not None else None
 
 
 def _delete_link(ipr: Any, name: str) -> bool:
@@ -318,7 +294,7 @@ def _delete_link(ipr: Any, name: str) -> bool:
     except NetlinkError as exc:
         if exc.code == errno.ENODEV:
             return False
-        raise _kernel(f"delete {name}", exc) from exc
+        raise kernel_error(f"delete {name}", exc) from exc
     return True
 
 
@@ -336,7 +312,7 @@ def _quiet(ipr: Any, index: int, ifname: str) -> None:
     try:
         ipr.link("set", index=index, af_spec=_ADDR_GEN_MODE_NONE)
     except NetlinkError as exc:
-        raise _kernel(f"turn off IPv6 address generation on {ifname}", exc) from exc
+        raise kernel_error(f"turn off IPv6 address generation on {ifname}", exc) from exc
     _sysctl("ipv6", ifname, "disable_ipv6", "1")
 
 
@@ -344,13 +320,13 @@ def _check_not_taken(ipr: Any, plan: LabState) -> None:
     """Refuse, before anything is recorded or changed, to adopt the ports of another bridge (another lab)."""
     issues = []
     for host in plan.hosts:
-        link = _link(ipr, host.host_interface)
+        link = find_link(ipr, host.host_interface)
         master = link.get_attr("IFLA_MASTER") if link is not None else None
-        if master is not None and _ifname(ipr, master) != plan.bridge:
+        if master is not None and ifname(ipr, master) != plan.bridge:
             issues.append(
                 Issue(
                     "lab",
-                    f"{host.host_interface} is a port of another bridge ({_ifname(ipr, master)}): another lab with "
+                    f"{host.host_interface} is a port of another bridge ({ifname(ipr, master)}): another lab with "
                     "these names is up; use another tag, or take that lab down",
                     field="bridge",
                 )
@@ -360,16 +336,16 @@ def _check_not_taken(ipr: Any, plan: LabState) -> None:
 
 
 def _ensure_bridge(ipr: Any, name: str) -> int:
-    link = _link(ipr, name)
+    link = find_link(ipr, name)
     if link is None:
         try:
             ipr.link("add", ifname=name, kind="bridge")
         except NetlinkError as exc:
-            raise _kernel(f"create bridge {name}", exc) from exc
-        link = _link(ipr, name)
+            raise kernel_error(f"create bridge {name}", exc) from exc
+        link = find_link(ipr, name)
         assert link is not None
-    elif _kind(link) != "bridge":
-        raise InputError(Issue("lab", f"{name} exists and is not a bridge ({_kind(link)})", field="bridge"))
+    elif link_kind(link) != "bridge":
+        raise InputError(Issue("lab", f"{name} exists and is not a bridge ({link_kind(link)})", field="bridge"))
     index: int = link["index"]
     addresses = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index)]
     if addresses:
@@ -382,7 +358,7 @@ def _ensure_bridge(ipr: Any, name: str) -> int:
     try:
         ipr.link("set", index=index, state="up")
     except NetlinkError as exc:
-        raise _kernel(f"bring {name} up", exc) from exc
+        raise kernel_error(f"bring {name} up", exc) from exc
     return index
 
 
@@ -392,10 +368,10 @@ def _ensure_host(ipr: Any, host: LabHost, bridge_idx: int) -> None:
             netns.create(host.namespace)
         except OSError as exc:
             raise BackendUnavailableError(f"cannot create namespace {host.namespace}: {exc}") from exc
-    link = _link(ipr, host.host_interface)
+    link = find_link(ipr, host.host_interface)
     with IPRoute(netns=host.namespace, flags=0) as inside:
         guest = inside.link_lookup(ifname=host.guest_interface)
-        if link is not None and (not guest or _kind(link) != "veth"):
+        if link is not None and (not guest or link_kind(link) != "veth"):
             _delete_link(ipr, host.host_interface)  # half a pair: start again
             link = None
         if link is None:
@@ -409,8 +385,8 @@ def _ensure_host(ipr: Any, host: LabHost, bridge_idx: int) -> None:
                     peer={"ifname": host.guest_interface, "net_ns_fd": host.namespace, "address": host.mac},
                 )
             except NetlinkError as exc:
-                raise _kernel(f"create veth {host.host_interface}", exc) from exc
-            link = _link(ipr, host.host_interface)
+                raise kernel_error(f"create veth {host.host_interface}", exc) from exc
+            link = find_link(ipr, host.host_interface)
             assert link is not None
         _configure_guest(inside, host)
     index = link["index"]
@@ -418,7 +394,7 @@ def _ensure_host(ipr: Any, host: LabHost, bridge_idx: int) -> None:
     try:
         ipr.link("set", index=index, master=bridge_idx, state="up")
     except NetlinkError as exc:
-        raise _kernel(f"enslave {host.host_interface}", exc) from exc
+        raise kernel_error(f"enslave {host.host_interface}", exc) from exc
 
 
 def _configure_guest(inside: Any, host: LabHost) -> None:
@@ -435,7 +411,7 @@ def _configure_guest(inside: Any, host: LabHost) -> None:
         (lo,) = inside.link_lookup(ifname="lo")
         inside.link("set", index=lo, state="up")
     except NetlinkError as exc:
-        raise _kernel(f"configure {host.guest_interface} in {host.namespace}", exc) from exc
+        raise kernel_error(f"configure {host.guest_interface} in {host.namespace}", exc) from exc
 
 
 def _remove_host(ipr: Any, host: LabHost) -> None:
@@ -449,7 +425,7 @@ def _remove_host(ipr: Any, host: LabHost) -> None:
 
 
 def _bridge_ports(ipr: Any, bridge: str) -> list[str]:
-    link = _link(ipr, bridge)
+    link = find_link(ipr, bridge)
     if link is None:
         return []
     return sorted(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from vmshadow.domain.finding import Finding, FindingKind
 from vmshadow.domain.flow import Flow
@@ -140,33 +141,28 @@ class ScopedDenyRecommender(Recommender):
             reason = f"recommender trust {context.trust:.2f} is below {self.settings.min_trust}"
         elif self._already_denied(finding, tmrset, context, by_cid):
             reason = "the current TMRs already deny this traffic"
-        if rule is None or reason:
-            return Proposal(
-                id=stable_id("prop", ProposalKind.ALERT, finding.kind, finding.src_ip, finding.protocol),
-                kind=ProposalKind.ALERT,
-                state=ProposalState.PROPOSED,
-                recommender=self.name,
-                recommender_version=self.version,
-                score=finding.score,
-                trust=context.trust,
-                created_at=context.now,
-                summary=f"alert: {finding.summary} ({reason})",
-                evidence=evidence,
-            )
-        proposed = tmrset.with_tmr(rule)
-        return Proposal(
-            id=stable_id("prop", ProposalKind.ADD_DENY, rule.id),
-            kind=ProposalKind.ADD_DENY,
+        proposal = partial(
+            Proposal,
             state=ProposalState.PROPOSED,
             recommender=self.name,
             recommender_version=self.version,
             score=finding.score,
             trust=context.trust,
             created_at=context.now,
+            evidence=evidence,
+        )
+        if rule is None or reason:
+            return proposal(
+                id=stable_id("prop", ProposalKind.ALERT, finding.kind, finding.src_ip, finding.protocol),
+                kind=ProposalKind.ALERT,
+                summary=f"alert: {finding.summary} ({reason})",
+            )
+        return proposal(
+            id=stable_id("prop", ProposalKind.ADD_DENY, rule.id),
+            kind=ProposalKind.ADD_DENY,
             summary=f"{rule.describe()} — {finding.summary}",
             rule=rule,
-            evidence=evidence,
-            impact=replay_impact(tmrset, proposed, context.flows, context.now, added=rule),
+            impact=replay_impact(tmrset, tmrset.with_tmr(rule), context.flows, context.now, added=rule),
         )
 
     @staticmethod
