@@ -42,8 +42,9 @@ def sweep(tag: str, bridge: str) -> None:
 
 
 @contextmanager
-def tagged_lab(state_dir: Path, n_vmns: int = 2) -> Iterator[LabState]:
-    tag, bridge = unique_names()
+def tagged_lab(state_dir: Path, n_vmns: int = 2, *, letter: str = "l") -> Iterator[LabState]:
+    """A lab with unique names, up with ARP already resolved between vm1 and vm2; removed whatever happens."""
+    tag, bridge = unique_names(letter)
     lab = Lab(tag, state_dir=state_dir)
     try:
         state = lab.up(n_vmns, bridge)

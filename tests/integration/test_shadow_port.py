@@ -21,11 +21,10 @@ import pytest
 from pyroute2 import IPRoute
 
 from tests.integration import labkit
-from tests.integration.labkit import sweep
 from vmshadow.capture import Direction, ShadowPort, attach, detach, find_attached, mirror_counters
 from vmshadow.capture.shadow_port import shadow_interface_name
 from vmshadow.domain.errors import InputError
-from vmshadow.lab import Lab, LabHost, LabState, open_socket, ping
+from vmshadow.lab import LabHost, LabState, open_socket
 
 ETH_P_ALL = 0x0003
 BURST = 20
@@ -40,18 +39,8 @@ def unique_names() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    tag, bridge = unique_names()
-    the_lab = Lab(tag, state_dir=tmp_path_factory.mktemp("lab"))
-    try:
-        state = the_lab.up(2, bridge)
-        vm1, vm2 = state.vmns
-        assert ping(vm1.namespace, str(vm2.address.ip))  # ARP resolved before any counting
+    with labkit.tagged_lab(tmp_path_factory.mktemp("lab"), letter="t") as state:
         yield state
-    finally:
-        try:
-            the_lab.down(bridge)
-        finally:
-            sweep(tag, bridge)
 
 
 @pytest.fixture
