@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from vmshadow import __version__
-from vmshadow.cli import lab, tmrs
+from vmshadow.cli import lab, proposals, tmrs
 from vmshadow.cli.analyze import analyze
 from vmshadow.cli.run import run
 from vmshadow.cli.vmns import vmns
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command()(analyze)
 app.add_typer(tmrs.app, name="tmrs")
 app.add_typer(lab.app, name="lab")
+app.add_typer(proposals.app, name="proposals")
 app.command()(run)
 app.command()(vmns)
 

@@ -1,0 +1,104 @@
+"""The review gate's composition root: proposals read from and decided in the store, approved ones applied by the TM.
+
+Every decision is stored with the proposal's new state in one transaction (append-only audit). Only a proposal in
+state `approved` reaches the enforcer, and it is marked `applied` only after the kernel confirmed the new version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from vmshadow.adapters.sql import open_store
+from vmshadow.app.tm import ApplyResult, TMSettings, open_enforcer
+from vmshadow.domain.decision import Decision
+from vmshadow.domain.errors import IllegalTransitionError, InputError, Issue
+from vmshadow.domain.proposal import Proposal, ProposalState, can_transition
+from vmshadow.domain.tmr import TMR, TMRSet
+from vmshadow.ports.store import Store
+from vmshadow.review.lifecycle import decide
+
+
+@dataclass(frozen=True, slots=True)
+class Reviewed:
+    proposal: Proposal
+    decisions: tuple[Decision, ...]
+
+
+@contextmanager
+def _store(db_url: str) -> Iterator[Store]:
+    store: Store = open_store(db_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _get(store: Store, proposal_id: str) -> Proposal:
+    found = store.proposal(proposal_id)
+    if found is None:
+        raise InputError(Issue(source="proposals", field="id", message=f"no proposal {proposal_id!r}"))
+    return found
+
+
+def list_proposals(db_url: str, state: ProposalState | None = None) -> list[Proposal]:
+    with _store(db_url) as store:
+        return store.proposals(state=state)
+
+
+def show_proposal(db_url: str, proposal_id: str) -> Reviewed:
+    with _store(db_url) as store:
+        return Reviewed(_get(store, proposal_id), tuple(store.decisions(proposal_id)))
+
+
+def decide_proposal(
+    db_url: str,
+    proposal_id: str,
+    target: ProposalState,
+    *,
+    actor: str,
+    reason: str = "",
+    edited_rule: TMR | None = None,
+    at: datetime | None = None,
+) -> Proposal:
+    """Move a proposal (not to `applied`: that is `apply_proposal`'s job) and store the audited decision."""
+    if target is ProposalState.APPLIED:
+        raise InputError(Issue(source=f"proposal {proposal_id}", field="state", message="use apply to apply"))
+    with _store(db_url) as store:
+        moved, decision = decide(
+            _get(store, proposal_id), target, actor=actor, at=at or datetime.now(UTC), reason=reason,
+            edited_rule=edited_rule,
+        )  # fmt: skip
+        store.record_decision(decision, moved)
+        return moved
+
+
+def apply_proposal(
+    settings: TMSettings, proposal_id: str, *, actor: str, at: datetime | None = None
+) -> tuple[Proposal, ApplyResult]:
+    """Put an approved proposal's rule in force: the TMRSet in force plus the rule, as one new version."""
+    now = at or datetime.now(UTC)
+    with open_enforcer(settings) as enforcer:
+        proposal = _get(enforcer.store, proposal_id)
+        if not can_transition(proposal.state, ProposalState.APPLIED) or proposal.rule is None:
+            decide(proposal, ProposalState.APPLIED, actor=actor, at=now)  # raises the precise refusal
+            raise IllegalTransitionError(Issue(source=f"proposal {proposal_id}", message="cannot be applied"))
+        current = enforcer.current()
+        in_force = current.tmrset if current is not None else TMRSet()
+        if any(t.id == proposal.rule.id for t in in_force.tmrs):
+            raise InputError(
+                Issue(source=f"proposal {proposal_id}", field="rule", message=f"TMR {proposal.rule.id} is in force")
+            )
+        try:
+            target = in_force.with_tmr(proposal.rule)
+        except ValueError as exc:  # e.g. the rule names a VMN the set in force does not know
+            raise InputError(Issue(source=f"proposal {proposal_id}", field="rule", message=str(exc))) from None
+        applied = enforcer.apply(target, now, comment=f"proposal {proposal_id} by {actor}")
+        assert enforcer.last_report is not None
+        moved, decision = decide(
+            proposal, ProposalState.APPLIED, actor=actor, at=now, reason=f"version {applied.version}"
+        )
+        enforcer.store.record_decision(decision, moved)
+        return moved, ApplyResult(applied.version, applied.applied_at, enforcer.last_report)

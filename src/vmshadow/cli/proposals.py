@@ -1,0 +1,206 @@
+"""`vmshadow proposals`: the administrator's review of what the SAE proposed."""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from vmshadow.app.review import apply_proposal, decide_proposal, list_proposals, show_proposal
+from vmshadow.app.tm import DEFAULT_BRIDGE, DEFAULT_DB, TMSettings
+from vmshadow.cli.analyze import db_url
+from vmshadow.cli.output import console, fail, print_json
+from vmshadow.domain.codec import proposal_to_json
+from vmshadow.domain.errors import InputError, Issue, VmshadowError
+from vmshadow.domain.net import PortRange, normalize_ports
+from vmshadow.domain.proposal import Proposal, ProposalState
+
+app = typer.Typer(help="Review proposals: list, show, approve, reject, edit, stage, apply.", no_args_is_help=True)
+
+Db = Annotated[str, typer.Option("--db", help="SQLite file path or database URL.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Actor = Annotated[str, typer.Option("--actor", help="Who decides (default: the OS user).")]
+
+
+def _me() -> str:
+    return getpass.getuser()
+
+
+def _one_line(p: Proposal) -> str:
+    return p.rule.describe() if p.rule is not None else p.summary
+
+
+@app.command("list")
+def list_(
+    state: Annotated[ProposalState | None, typer.Option("--state", help="Only proposals in this state.")] = None,
+    db: Db = DEFAULT_DB,
+    as_json: Json = False,
+) -> None:
+    """Proposals, strongest first."""
+    try:
+        found = sorted(list_proposals(db_url(db), state), key=lambda p: (-p.score, p.created_at))
+    except VmshadowError as exc:
+        fail(exc)
+    if as_json:
+        print_json([proposal_to_json(p) for p in found])
+        return
+    table = Table(title=f"{len(found)} proposal(s)", title_justify="left")
+    for col in ("id", "kind", "state", "score", "rule", "newly blocked"):
+        table.add_column(col, overflow="fold")
+    for p in found:
+        table.add_row(
+            p.id, str(p.kind), str(p.state), f"{p.score:.2f}", _one_line(p), str(p.impact.newly_blocked_flows)
+        )
+    console.print(table)
+
+
+@app.command()
+def show(proposal_id: str, db: Db = DEFAULT_DB, as_json: Json = False) -> None:
+    """One proposal with its evidence, impact and every decision taken on it."""
+    try:
+        reviewed = show_proposal(db_url(db), proposal_id)
+    except VmshadowError as exc:
+        fail(exc)
+    p = reviewed.proposal
+    if as_json:
+        data = proposal_to_json(p)
+        data["decisions"] = [
+            {"from": str(d.from_state), "to": str(d.to_state), "actor": d.actor, "at": d.decided_at.isoformat(),
+             "reason": d.reason, "before": d.before, "after": d.after}
+            for d in reviewed.decisions
+        ]  # fmt: skip
+        print_json(data)
+        return
+    console.print(f"[bold]{p.kind}[/] {p.id} — state [bold]{p.state}[/], score {p.score:.2f}, trust {p.trust:.2f}")
+    console.print(f"  {p.summary}", highlight=False)
+    if p.rule is not None:
+        console.print(f"  rule      {p.rule.describe()} (priority {p.rule.priority}, id {p.rule.id})", highlight=False)
+    console.print(
+        f"  impact    {p.impact.newly_blocked_flows} of {p.impact.flows_replayed} recorded flows newly blocked; "
+        f"VMNs {', '.join(p.impact.vmns_affected) or '-'}",
+        highlight=False,
+    )
+    console.print(f"  evidence  findings {', '.join(p.evidence.finding_ids)}", highlight=False)
+    console.print(
+        f"            flows {', '.join(p.evidence.community_ids[:5])}{' …' * (len(p.evidence.community_ids) > 5)}"
+    )
+    for d in reviewed.decisions:
+        console.print(f"  {d.decided_at:%Y-%m-%d %H:%M:%S} {d.actor}: {d.from_state} -> {d.to_state} {d.reason}")
+
+
+def _decide(proposal_id: str, target: ProposalState, db: str, actor: str, reason: str, as_json: bool) -> None:
+    try:
+        moved = decide_proposal(db_url(db), proposal_id, target, actor=actor, reason=reason)
+    except VmshadowError as exc:
+        fail(exc)
+    if as_json:
+        print_json(proposal_to_json(moved))
+    else:
+        console.print(f"{moved.id}: {moved.state}")
+
+
+@app.command()
+def approve(
+    proposal_id: str, reason: Annotated[str, typer.Option("--reason")] = "", db: Db = DEFAULT_DB,
+    actor: Actor = "", as_json: Json = False,
+) -> None:  # fmt: skip
+    """Approve a proposal (it is applied only by `proposals apply`)."""
+    _decide(proposal_id, ProposalState.APPROVED, db, actor or _me(), reason, as_json)
+
+
+@app.command()
+def reject(
+    proposal_id: str, reason: Annotated[str, typer.Option("--reason", help="Required.")] = "", db: Db = DEFAULT_DB,
+    actor: Actor = "", as_json: Json = False,
+) -> None:  # fmt: skip
+    """Reject a proposal; a reason is required."""
+    _decide(proposal_id, ProposalState.REJECTED, db, actor or _me(), reason, as_json)
+
+
+@app.command()
+def stage(proposal_id: str, db: Db = DEFAULT_DB, actor: Actor = "", as_json: Json = False) -> None:
+    """Mark a proposal staged (counting-only enforcement is planned; today this records the decision)."""
+    _decide(proposal_id, ProposalState.STAGED, db, actor or _me(), "", as_json)
+
+
+@app.command()
+def edit(
+    proposal_id: str,
+    priority: Annotated[int | None, typer.Option("--priority")] = None,
+    ports: Annotated[str | None, typer.Option("--ports", help="e.g. 22,8000-8080; 'any' for every port")] = None,
+    expires_in: Annotated[float | None, typer.Option("--expires-in", help="Seconds from now.")] = None,
+    comment: Annotated[str | None, typer.Option("--comment")] = None,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    db: Db = DEFAULT_DB,
+    actor: Actor = "",
+    as_json: Json = False,
+) -> None:
+    """Edit a proposal's rule (priority, ports, expiry, comment); the before/after is audited."""
+    try:
+        current = show_proposal(db_url(db), proposal_id).proposal
+        if current.rule is None:
+            raise InputError(Issue(source=f"proposal {proposal_id}", field="rule", message="an alert has no rule"))
+        rule = current.rule
+        changes: dict[str, object] = {}
+        if priority is not None:
+            changes["priority"] = priority
+        if ports is not None:
+            changes["ports"] = _parse_ports(ports)
+        if expires_in is not None:
+            changes["expires_at"] = datetime.now(UTC) + timedelta(seconds=expires_in)
+        if comment is not None:
+            changes["comment"] = comment
+        if not changes:
+            raise InputError(Issue(source="edit", message="nothing to change: give --priority, --ports, ..."))
+        try:
+            edited = replace(rule, **changes)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise InputError(Issue(source=f"proposal {proposal_id}", field="rule", message=str(exc))) from None
+        moved = decide_proposal(
+            db_url(db), proposal_id, ProposalState.EDITED, actor=actor or _me(), reason=reason, edited_rule=edited
+        )
+    except VmshadowError as exc:
+        fail(exc)
+    if as_json:
+        print_json(proposal_to_json(moved))
+    else:
+        assert moved.rule is not None
+        console.print(f"{moved.id}: edited, rule now {moved.rule.describe()} (priority {moved.rule.priority})")
+
+
+def _parse_ports(text: str) -> tuple[PortRange, ...]:
+    if text.strip() == "any":
+        return ()
+    ranges = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            ranges.append(PortRange(int(first), int(last or first)))
+        except ValueError:
+            raise InputError(Issue(source="--ports", message=f"{part.strip()!r} is not a port or range")) from None
+    return normalize_ports(ranges)
+
+
+@app.command("apply")
+def apply_(
+    proposal_id: str,
+    db: Db = DEFAULT_DB,
+    bridge: Annotated[list[str] | None, typer.Option("--bridge", help="Managed bridge (repeatable).")] = None,
+    netns: Annotated[str | None, typer.Option("--netns", help="Run nft inside this network namespace.")] = None,
+    actor: Actor = "",
+    as_json: Json = False,
+) -> None:
+    """Apply an approved proposal: the TMRs in force plus its rule, as one new version (atomic, reversible)."""
+    settings = TMSettings(db_url=db_url(db), bridges=tuple(bridge or [DEFAULT_BRIDGE]), netns=netns)
+    try:
+        moved, result = apply_proposal(settings, proposal_id, actor=actor or _me())
+    except VmshadowError as exc:
+        fail(exc)
+    if as_json:
+        print_json({"proposal": proposal_to_json(moved), "applied": result.to_json()})
+    else:
+        console.print(f"{moved.id}: applied as TMR version {result.version} (rollback: vmshadow tmrs rollback N)")

@@ -1,0 +1,128 @@
+"""The human gate end to end: a deny proposal is listed, refused where the lifecycle forbids, approved, applied by
+the TM on a real bridge (the scanner's traffic stops), and every move is audited."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from tests.factories import make_finding
+from tests.integration import netlab
+from vmshadow.adapters.sql import open_store
+from vmshadow.cli.main import app
+from vmshadow.config.tmr_file import load_tmr_file
+from vmshadow.domain.flow import TCP
+from vmshadow.refinement.recommender import RecommendContext
+from vmshadow.refinement.scoped_deny import ScopedDenyRecommender
+
+SERVICE = netlab.PORTS[0]
+BLOCKED_S = 0.3
+
+
+def vmshadow(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[netlab.Lab]:
+    with netlab.lab(vmns=2) as lab:
+        yield lab
+
+
+def seed(net: netlab.Lab, tmp_path: Path, db: Path) -> tuple[str, list[str]]:
+    """TMRs in force (allow all) and a scan proposal from vm1 against vm2 in the store; its id."""
+    vm1, vm2 = net.vmns
+    rules = tmp_path / "tmrs.yaml"
+    rules.write_text(
+        f"vmns:\n  vm1: {{addresses: [{vm1.address}]}}\n  vm2: {{addresses: [{vm2.address}]}}\n"
+        "tmrs:\n  - {id: allow-all, priority: 100, src: any, dst: any, action: allow}\n"
+    )
+    tm = ["--db", str(db), "--bridge", net.bridge, "--netns", net.host_ns]
+    assert vmshadow("tmrs", "apply", rules, *tm).exit_code == 0
+    finding = make_finding(
+        src_ip=ipaddress.ip_address(vm1.address), src_vmn="vm1", dst_ips=(ipaddress.ip_address(vm2.address),),
+        dst_ports=tuple(range(1, 100)), protocol=TCP, score=0.9,
+    )  # fmt: skip
+    (proposal,) = ScopedDenyRecommender().propose(
+        [finding], load_tmr_file(rules), RecommendContext(now=datetime.now(UTC))
+    )
+    store = open_store(f"sqlite:///{db}")
+    store.save_batch(proposals=[proposal])
+    store.close()
+    return proposal.id, tm
+
+
+def test_approve_then_apply_blocks_the_scanner_and_is_audited(net: netlab.Lab, tmp_path: Path) -> None:
+    vm1, vm2 = net.vmns
+    db = tmp_path / "v.db"
+    pid, tm = seed(net, tmp_path, db)
+    try:
+        assert vm1.connect(vm2.address, SERVICE), "before: vm1 reaches vm2"
+        listed = vmshadow("proposals", "list", "--db", db, "--json")
+        assert [p["id"] for p in json.loads(listed.stdout)] == [pid]
+
+        early = vmshadow("proposals", "apply", pid, *tm)
+        assert early.exit_code == 2
+        assert "cannot go from proposed to applied" in early.stderr
+        assert vm1.connect(vm2.address, SERVICE), "nothing was enforced by the refused apply"
+
+        assert vmshadow("proposals", "approve", pid, "--db", db, "--actor", "alice").exit_code == 0
+        applied = vmshadow("proposals", "apply", pid, *tm, "--actor", "alice", "--json")
+        assert applied.exit_code == 0, applied.stderr
+        assert json.loads(applied.stdout)["applied"]["version"] == 2
+        assert not vm1.connect(vm2.address, SERVICE, timeout=BLOCKED_S), "after: the scanner is blocked"
+        assert vm2.connect(vm1.address, SERVICE), "the deny is scoped to the scanner's direction"
+
+        shown = json.loads(vmshadow("proposals", "show", pid, "--db", db, "--json").stdout)
+        assert shown["state"] == "applied"
+        assert [(d["from"], d["to"], d["actor"]) for d in shown["decisions"]] == [
+            ("proposed", "approved", "alice"),
+            ("approved", "applied", "alice"),
+        ]
+        history = json.loads(vmshadow("tmrs", "history", *tm, "--json").stdout)
+        assert history["in_force"] == 2
+    finally:
+        netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)
+
+
+def test_illegal_moves_are_refused_and_change_nothing(net: netlab.Lab, tmp_path: Path) -> None:
+    db = tmp_path / "v.db"
+    pid, _ = seed(net, tmp_path, db)
+    try:
+        no_reason = vmshadow("proposals", "reject", pid, "--db", db)
+        assert no_reason.exit_code == 2
+        assert "a rejection needs a reason" in no_reason.stderr
+        assert vmshadow("proposals", "reject", pid, "--db", db, "--reason", "lab noise").exit_code == 0
+        again = vmshadow("proposals", "approve", pid, "--db", db)
+        assert again.exit_code == 2
+        assert "cannot go from rejected to approved" in again.stderr
+        shown = json.loads(vmshadow("proposals", "show", pid, "--db", db, "--json").stdout)
+        assert shown["state"] == "rejected"
+        assert len(shown["decisions"]) == 1
+        assert vmshadow("proposals", "show", "prop-nope", "--db", db).exit_code == 2
+    finally:
+        netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)
+
+
+def test_edit_changes_the_rule_and_keeps_before_and_after(net: netlab.Lab, tmp_path: Path) -> None:
+    db = tmp_path / "v.db"
+    pid, _ = seed(net, tmp_path, db)
+    try:
+        edited = vmshadow("proposals", "edit", pid, "--db", db, "--ports", "22,80", "--priority", "5", "--json")
+        assert edited.exit_code == 0, edited.stderr
+        rule = json.loads(edited.stdout)["rule"]
+        assert (rule["ports"], rule["priority"]) == (["22", "80"], 5)
+        bad = vmshadow("proposals", "edit", pid, "--db", db, "--ports", "70000")
+        assert bad.exit_code == 2
+        shown = json.loads(vmshadow("proposals", "show", pid, "--db", db, "--json").stdout)
+        (decision,) = shown["decisions"]
+        assert decision["before"]["ports"] == []
+        assert decision["after"]["ports"] == ["22", "80"]
+    finally:
+        netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)
