@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from vmshadow.adapters.sql import open_store
 from vmshadow.app.tm import ApplyResult, TMSettings, open_enforcer
 from vmshadow.domain.decision import Decision
-from vmshadow.domain.errors import IllegalTransitionError, InputError, Issue
+from vmshadow.domain.errors import IllegalTransitionError, InputError, Issue, NotFoundError
 from vmshadow.domain.proposal import Proposal, ProposalState, can_transition
 from vmshadow.domain.tmr import TMR, TMRSet
 from vmshadow.ports.store import Store
@@ -39,7 +39,7 @@ def _store(db_url: str) -> Iterator[Store]:
 def _get(store: Store, proposal_id: str) -> Proposal:
     found = store.proposal(proposal_id)
     if found is None:
-        raise InputError(Issue(source="proposals", field="id", message=f"no proposal {proposal_id!r}"))
+        raise NotFoundError(Issue(source="proposals", field="id", message=f"no proposal {proposal_id!r}"))
     return found
 
 

@@ -7,6 +7,7 @@ import typer
 from vmshadow import __version__
 from vmshadow.cli import lab, proposals, tmrs
 from vmshadow.cli.analyze import analyze
+from vmshadow.cli.api import api
 from vmshadow.cli.run import run
 from vmshadow.cli.vmns import vmns
 
@@ -22,6 +23,7 @@ app.add_typer(lab.app, name="lab")
 app.add_typer(proposals.app, name="proposals")
 app.command()(run)
 app.command()(vmns)
+app.command()(api)
 
 
 @app.command()

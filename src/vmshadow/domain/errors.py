@@ -3,6 +3,7 @@
     VmshadowError
      ├── InputError                 the caller gave bad input; nothing was stored
      │    ├── CaptureError          a capture file cannot be read
+     │    ├── NotFoundError         the named object does not exist
      │    └── IllegalTransitionError  a proposal cannot move to the requested state
      ├── EnforcementError           the kernel refused or lost a change
      └── BackendUnavailableError    a store, bus or tool is not reachable or not installed
@@ -51,6 +52,10 @@ class InputError(VmshadowError):
 
 class CaptureError(InputError):
     """A capture file is missing, truncated, or not a capture."""
+
+
+class NotFoundError(InputError):
+    """The proposal, finding or version asked for does not exist."""
 
 
 class IllegalTransitionError(InputError):

@@ -1,0 +1,26 @@
+"""`create_app`: the FastAPI application over one store and one TM."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from vmshadow import __version__
+from vmshadow.api import errors, proposals
+from vmshadow.api.auth import Tokens
+from vmshadow.app.tm import TMSettings
+
+
+def create_app(db_url: str, tm: TMSettings, tokens: Tokens) -> FastAPI:
+    app = FastAPI(
+        title="vmshadow",
+        version=__version__,
+        description="Proposals from the shadow analysis engine, reviewed by administrators, applied by the TM.",
+    )
+    errors.install(app)
+    app.include_router(proposals.router(db_url, tm, tokens))
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app
