@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
 from vmshadow import __version__
-from vmshadow.api import errors, proposals
+from vmshadow.api import errors, metrics, proposals
 from vmshadow.api.auth import Tokens
+from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.tm import TMSettings
 
 
-def create_app(db_url: str, tm: TMSettings, tokens: Tokens) -> FastAPI:
+def create_app(db_url: str, tm: TMSettings, tokens: Tokens, *, status_path: Path = DEFAULT_STATUS) -> FastAPI:
     app = FastAPI(
         title="vmshadow",
         version=__version__,
@@ -18,6 +21,7 @@ def create_app(db_url: str, tm: TMSettings, tokens: Tokens) -> FastAPI:
     )
     errors.install(app)
     app.include_router(proposals.router(db_url, tm, tokens))
+    app.include_router(metrics.router(db_url, status_path, tokens))
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:

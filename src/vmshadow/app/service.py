@@ -10,6 +10,7 @@ from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
 from vmshadow.app.embedded import EmbeddedService
+from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.tm import ApplyResult, TMSettings, apply_tmrset, open_enforcer
 from vmshadow.capture import shadow_port
 from vmshadow.capture.discovery import discover_vmns
@@ -19,11 +20,9 @@ from vmshadow.domain.proposal import Proposal
 from vmshadow.domain.tmr import TMRSet
 from vmshadow.domain.vmn import VMN
 from vmshadow.flows.live import LiveSource, MeteredPort
-from vmshadow.lab.state import DEFAULT_STATE_DIR
 from vmshadow.lab.topology import Lab
 from vmshadow.refinement.recommender import recommender_types
 
-DEFAULT_STATUS = DEFAULT_STATE_DIR / "status.json"
 DEFAULT_SNAPLEN = 1536  # enough for every header and the first bytes nDPI needs
 
 

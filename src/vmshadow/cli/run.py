@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from vmshadow.app.service import DEFAULT_STATUS, ServiceOptions, build_service, cleanup, enforce, watched_vmns
+from vmshadow.app.paths import DEFAULT_STATUS
+from vmshadow.app.service import ServiceOptions, build_service, cleanup, enforce, watched_vmns
 from vmshadow.cli.analyze import db_url
 from vmshadow.cli.output import console, fail
 from vmshadow.config.tmr_file import load_tmr_file

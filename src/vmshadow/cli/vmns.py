@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vmshadow.app.service import DEFAULT_STATUS
+from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.cli.output import console, errors, print_json
 
 COLUMNS = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,12 @@ TOKENS = {"v-token": ("vic", Role.VIEWER), "a-token": ("ann", Role.APPROVER), "f
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[str]:
+def db(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'v.db'}"
     store = open_store(url)
     store.save_batch(proposals=[make_proposal(1), make_proposal(2)])
     store.close()
-    yield url
+    return url
 
 
 @pytest.fixture

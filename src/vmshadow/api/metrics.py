@@ -1,0 +1,78 @@
+"""`/metrics`: Prometheus exposition, collected at scrape time from the service's status file and the store.
+
+Per VMN: packets mirrored (tc mirred action, GSO segments), analysed and dropped (socket) as the meter read them,
+flows produced and flows shed (queue). Proposals by state. Nothing is cached between scrapes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from vmshadow.api.auth import Principal, Role, Tokens, requires
+from vmshadow.app.review import list_proposals
+from vmshadow.domain.proposal import ProposalState
+
+_VMN_COUNTERS = (
+    (
+        "mirrored_packets",
+        "vmshadow_mirrored_packets",
+        "Packets copied to the VMN's shadow port (tc mirred, GSO segments)",
+    ),
+    ("mirrored_bytes", "vmshadow_mirrored_bytes", "Bytes copied to the VMN's shadow port (tc mirred)"),
+    (
+        "analysed_packets",
+        "vmshadow_analysed_packets",
+        "Mirrored packets the meter read (GSO-merged packets count once)",
+    ),
+    ("socket_dropped_packets", "vmshadow_socket_dropped_packets", "Mirrored packets the kernel could not hand over"),
+    ("queue_dropped_flows", "vmshadow_queue_dropped_flows", "Flows shed because the analysis fell behind"),
+    ("flows", "vmshadow_flows", "Flows metered on the VMN's shadow port"),
+)
+
+
+class VmshadowCollector(Collector):
+    def __init__(self, db_url: str, status_path: Path) -> None:
+        self.db_url = db_url
+        self.status_path = status_path
+
+    def collect(self) -> Iterator[Metric]:
+        rows = self._status_rows()
+        for key, name, doc in _VMN_COUNTERS:
+            family = CounterMetricFamily(name, doc + " since the service started", labels=["vmn"])
+            for row in rows:
+                family.add_metric([str(row.get("vmn", ""))], float(row.get(key, 0)))
+            yield family
+        by_state = Counter(str(p.state) for p in list_proposals(self.db_url))
+        proposals = GaugeMetricFamily("vmshadow_proposals", "Proposals by review state", labels=["state"])
+        for state in ProposalState:
+            proposals.add_metric([str(state)], float(by_state.get(str(state), 0)))
+        yield proposals
+
+    def _status_rows(self) -> list[dict[str, Any]]:
+        try:
+            document = json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return []  # no service running: no per-VMN series, not an error
+        rows = document.get("vmns", [])
+        return [r for r in rows if isinstance(r, dict)]
+
+
+def router(db_url: str, status_path: Path, tokens: Tokens) -> APIRouter:
+    registry = CollectorRegistry()
+    registry.register(VmshadowCollector(db_url, status_path))
+    r = APIRouter(tags=["metrics"])
+
+    @r.get("/metrics", response_class=Response)
+    def metrics(who: Principal = Depends(requires(tokens, Role.VIEWER))) -> Response:  # noqa: B008
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return r
