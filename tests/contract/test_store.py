@@ -28,16 +28,17 @@ from tests.factories import (
     make_tmr_document,
 )
 from vmshadow.adapters.sql import SqlStore, open_store
-from vmshadow.adapters.sql.store import alembic_config, make_engine
+from vmshadow.adapters.sql.store import alembic_config, make_engine, upgrade
 from vmshadow.adapters.sql.tables import metadata
 from vmshadow.domain.errors import BackendUnavailableError
 from vmshadow.domain.flow import Flow
+from vmshadow.domain.outcome import Outcome, OutcomeKind, TrustSnapshot
 from vmshadow.domain.proposal import ProposalState
 
 from .conftest import FreshUrl
 
 S = ProposalState
-TABLES = {"flows", "findings", "proposals", "decisions", "tmr_versions"}
+TABLES = {"flows", "findings", "proposals", "decisions", "tmr_versions", "outcomes", "trust_history"}
 
 
 # --- schema and migrations ---
@@ -399,3 +400,132 @@ def test_an_unreachable_postgres_is_a_backend_error() -> None:
 def test_an_unsupported_database_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported database"):
         SqlStore("mysql://root@localhost/test")
+
+
+# --- outcomes and trust history ---
+
+
+def make_outcome(n: int, proposal_id: str = "prop-1", **overrides: object) -> Outcome:
+    values: dict[str, object] = {
+        "id": f"out-{n}",
+        "proposal_id": proposal_id,
+        "recommender": "deny_scanner",
+        "kind": OutcomeKind.HITS,
+        "observed_at": at(200 + n),
+        "value": 42.0 + n,
+        "weight": 1.0,
+        "actor": "vmshadow",
+        "detail": f"TMR tmr-{n} ✓",
+    }
+    values.update(overrides)
+    return Outcome(**values)  # type: ignore[arg-type]
+
+
+def make_snapshot(n: int, recommender: str = "deny_scanner", **overrides: object) -> TrustSnapshot:
+    values: dict[str, object] = {
+        "recommender": recommender,
+        "trust": 0.1 + n / 10 + 1 / 3,
+        "alpha": 1.0 + n * 0.7071067811865476,
+        "beta": 1.5,
+        "at": at(1000 + n),
+        "outcomes": n,
+    }
+    values.update(overrides)
+    return TrustSnapshot(**values)  # type: ignore[arg-type]
+
+
+def test_outcomes_round_trip_exactly_in_recording_order(store: SqlStore) -> None:
+    store.save_batch(proposals=[make_proposal(1), make_proposal(2, recommender="allow_least")])
+    outcomes = [
+        make_outcome(3),
+        make_outcome(
+            1, "prop-2", recommender="allow_least", kind=OutcomeKind.FALSE_POSITIVE, value=0.0, weight=2.0,
+            actor="alice", detail="",
+        ),
+        make_outcome(2, kind=OutcomeKind.ROLLED_BACK, observed_at=at(5).astimezone(CET)),
+    ]  # fmt: skip
+    assert [store.record_outcome(o) for o in outcomes] == [True, True, True]
+    got = store.outcomes()
+    assert got == [*outcomes[:2], replace(outcomes[2], observed_at=at(5))]
+    assert all(o.observed_at.tzinfo is UTC for o in got)
+
+
+def test_outcomes_filter_by_recommender_and_proposal(store: SqlStore) -> None:
+    store.save_batch(proposals=[make_proposal(1), make_proposal(2, recommender="allow_least")])
+    store.record_outcome(make_outcome(1))
+    store.record_outcome(make_outcome(2, "prop-2", recommender="allow_least"))
+    store.record_outcome(make_outcome(3, kind=OutcomeKind.EXPIRED))
+    assert [o.id for o in store.outcomes(recommender="deny_scanner")] == ["out-1", "out-3"]
+    assert [o.id for o in store.outcomes(proposal_id="prop-2")] == ["out-2"]
+    assert [o.id for o in store.outcomes(recommender="deny_scanner", proposal_id="prop-2")] == []
+    assert store.outcomes(recommender="nobody") == []
+
+
+def test_a_recorded_outcome_is_never_duplicated_nor_rewritten(store: SqlStore) -> None:
+    store.save_batch(proposals=[make_proposal(1)])
+    first = make_outcome(1)
+    assert store.record_outcome(first) is True
+    assert store.record_outcome(replace(first, value=999.0, detail="again")) is False
+    assert store.outcomes() == [first]
+
+
+def test_an_outcome_about_an_unknown_proposal_is_refused(store: SqlStore) -> None:
+    with pytest.raises(IntegrityError):
+        store.record_outcome(make_outcome(1, "no-such-proposal"))
+    assert store.outcomes() == []
+
+
+def test_an_outcome_with_a_naive_time_is_refused(store: SqlStore) -> None:
+    store.save_batch(proposals=[make_proposal(1)])
+    broken = make_outcome(1)
+    object.__setattr__(broken, "observed_at", datetime(2025, 3, 1, 12, 0))
+    with pytest.raises(ValueError, match="naive"):
+        store.record_outcome(broken)
+    assert store.outcomes() == []
+
+
+def test_trust_history_round_trips_oldest_first_and_filters(store: SqlStore) -> None:
+    snapshots = [
+        make_snapshot(2),
+        make_snapshot(1, "allow_least"),
+        make_snapshot(0, at=at(1000).astimezone(CET)),
+        make_snapshot(3, "allow_least", trust=0.5, alpha=1.0, beta=1.0, outcomes=0),
+    ]
+    for s in snapshots:
+        store.record_trust(s)
+    got = store.trust_history()
+    assert [(s.recommender, s.at) for s in got] == [
+        ("deny_scanner", at(1000)),
+        ("allow_least", at(1001)),
+        ("deny_scanner", at(1002)),
+        ("allow_least", at(1003)),
+    ]
+    assert got[0] == replace(snapshots[2], at=at(1000))
+    assert got[1:] == [snapshots[1], snapshots[0], snapshots[3]]
+    assert all(s.at.tzinfo is UTC for s in got)
+    assert store.trust_history("deny_scanner") == [got[0], got[2]]
+    assert store.trust_history("nobody") == []
+
+
+def test_a_second_snapshot_for_the_same_recommender_and_moment_is_ignored(store: SqlStore) -> None:
+    store.record_trust(make_snapshot(1))
+    store.record_trust(make_snapshot(1, trust=0.99))
+    store.record_trust(make_snapshot(1, "allow_least"))  # another recommender at the same moment is its own
+    assert store.trust_history() == [make_snapshot(1), make_snapshot(1, "allow_least")]
+
+
+def test_a_database_at_the_initial_schema_is_upgraded_with_its_data(fresh_url: FreshUrl) -> None:
+    url = fresh_url()
+    engine = make_engine(url)
+    try:
+        upgrade(engine, "0001")
+        with engine.connect() as conn:
+            assert not {"outcomes", "trust_history"} & set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+    with SqlStore(url) as old:
+        old.save_batch(proposals=[make_proposal(1)])
+    with open_store(url) as upgraded:
+        assert upgraded.proposals() == [make_proposal(1)]
+        assert upgraded.record_outcome(make_outcome(1)) is True
+        assert upgraded.outcomes() == [make_outcome(1)]

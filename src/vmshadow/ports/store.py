@@ -1,4 +1,4 @@
-"""The store: where flows, findings, proposals, decisions and TMR versions are kept.
+"""The store: where flows, findings, proposals, decisions, TMR versions, outcomes and trust history are kept.
 
 One schema for SQLite and PostgreSQL. Writes are idempotent by id (a redelivered message stores nothing twice);
 `save_batch` is one transaction, so an analysis is stored whole or not at all.
@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from vmshadow.domain.decision import Decision, TMRVersion
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
+from vmshadow.domain.outcome import Outcome, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
 
 
@@ -64,6 +65,22 @@ class Store(Protocol):
     def tmr_version(self, version: int) -> TMRVersion | None: ...
 
     def tmr_versions(self) -> list[TMRVersion]:
+        """Oldest first."""
+        ...
+
+    def record_outcome(self, outcome: Outcome) -> bool:
+        """Append an outcome about a stored proposal; False (and nothing changes) when its id is on record."""
+        ...
+
+    def outcomes(self, *, recommender: str | None = None, proposal_id: str | None = None) -> list[Outcome]:
+        """In recording order."""
+        ...
+
+    def record_trust(self, snapshot: TrustSnapshot) -> None:
+        """Append a trust snapshot; one per recommender and moment (a second one for the same is ignored)."""
+        ...
+
+    def trust_history(self, recommender: str | None = None) -> list[TrustSnapshot]:
         """Oldest first."""
         ...
 

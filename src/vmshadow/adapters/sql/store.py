@@ -30,6 +30,7 @@ from vmshadow.domain.decision import Decision, TMRVersion
 from vmshadow.domain.errors import BackendUnavailableError
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
+from vmshadow.domain.outcome import Outcome, OutcomeKind, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -223,6 +224,19 @@ class SqlStore:
             )
         return TMRVersion(number, created_at, author, comment, copy.deepcopy(document))
 
+    def record_outcome(self, outcome: Outcome) -> bool:
+        row = _outcome_row(outcome)
+        with self._write() as conn:
+            insert = self._insert(t.outcomes).on_conflict_do_nothing(index_elements=["id"])
+            # RETURNING gives a row only when one was inserted (rowcount is not reliable on every driver).
+            return conn.execute(insert.returning(t.outcomes.c.seq), row).first() is not None
+
+    def record_trust(self, snapshot: TrustSnapshot) -> None:
+        row = _trust_row(snapshot)
+        with self._write() as conn:
+            insert = self._insert(t.trust_history).on_conflict_do_nothing(index_elements=["recommender", "at"])
+            conn.execute(insert, row)
+
     # --- reads ---
 
     def flows(
@@ -294,6 +308,40 @@ class SqlStore:
                     before=row.before,
                     after=row.after,
                 )
+                for row in conn.execute(query)
+            ]
+
+    def outcomes(self, *, recommender: str | None = None, proposal_id: str | None = None) -> list[Outcome]:
+        c = t.outcomes.c
+        query = select(t.outcomes).order_by(c.seq)
+        if recommender is not None:
+            query = query.where(c.recommender == recommender)
+        if proposal_id is not None:
+            query = query.where(c.proposal_id == proposal_id)
+        with self._engine.connect() as conn:
+            return [
+                Outcome(
+                    id=row.id,
+                    proposal_id=row.proposal_id,
+                    recommender=row.recommender,
+                    kind=OutcomeKind(row.kind),
+                    observed_at=row.observed_at,
+                    value=row.value,
+                    weight=row.weight,
+                    actor=row.actor,
+                    detail=row.detail,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def trust_history(self, recommender: str | None = None) -> list[TrustSnapshot]:
+        c = t.trust_history.c
+        query = select(t.trust_history).order_by(c.at, c.seq)
+        if recommender is not None:
+            query = query.where(c.recommender == recommender)
+        with self._engine.connect() as conn:
+            return [
+                TrustSnapshot(row.recommender, row.trust, row.alpha, row.beta, row.at, outcomes=row.outcomes)
                 for row in conn.execute(query)
             ]
 
@@ -382,4 +430,29 @@ def _decision_row(d: Decision) -> Row:
         "reason": d.reason,
         "before": d.before,
         "after": d.after,
+    }
+
+
+def _outcome_row(o: Outcome) -> Row:
+    return {
+        "id": o.id,
+        "proposal_id": o.proposal_id,
+        "recommender": o.recommender,
+        "kind": str(o.kind),
+        "observed_at": utc(o.observed_at),
+        "value": float(o.value),
+        "weight": float(o.weight),
+        "actor": o.actor,
+        "detail": o.detail,
+    }
+
+
+def _trust_row(s: TrustSnapshot) -> Row:
+    return {
+        "recommender": s.recommender,
+        "at": utc(s.at),
+        "trust": float(s.trust),
+        "alpha": float(s.alpha),
+        "beta": float(s.beta),
+        "outcomes": s.outcomes,
     }

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 # Deterministic constraint and index names, so migrations can name what they create and later drop.
@@ -125,4 +127,34 @@ tmr_versions = Table(
     Column("author", String, nullable=False),
     Column("comment", Text, nullable=False),
     Column("document", JSON, nullable=False),
+)
+
+# Append-only, like decisions: what happened after a proposal was applied, the evidence trust is computed from.
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String, nullable=False, unique=True),
+    Column("proposal_id", String, ForeignKey("proposals.id"), nullable=False, index=True),
+    Column("recommender", String, nullable=False, index=True),
+    Column("kind", String, nullable=False),
+    Column("observed_at", UtcDateTime, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("weight", Float, nullable=False),
+    Column("actor", String, nullable=False),
+    Column("detail", Text, nullable=False),
+)
+
+# Every trust snapshot computed, so the history can be shown; one per recommender and moment.
+trust_history = Table(
+    "trust_history",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("recommender", String, nullable=False, index=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("trust", Float, nullable=False),
+    Column("alpha", Float, nullable=False),
+    Column("beta", Float, nullable=False),
+    Column("outcomes", Integer, nullable=False),
+    UniqueConstraint("recommender", "at", name="uq_trust_history_recommender_at"),
 )
