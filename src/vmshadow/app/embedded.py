@@ -51,6 +51,7 @@ class EmbeddedService:
     mirror_counters: MirrorCounters = dict
     on_proposal: OnProposal = lambda p: None
     clock: Clock = utc_now
+    trust: Callable[[], dict[str, float]] = dict  # recommender name -> trust now; empty: the prior
     recent: deque[Flow] = field(default_factory=lambda: deque(maxlen=RECENT_FLOWS))
     _pending_flows: list[Flow] = field(default_factory=list)
     _pending_findings: list[Finding] = field(default_factory=list)
@@ -90,7 +91,7 @@ class EmbeddedService:
         proposals: list[Proposal] = []
         if findings:
             context = RecommendContext(now=self.clock(), flows=tuple(self.recent))
-            fresh = run_recommend(findings, self.tmrset, self.recommenders, context)
+            fresh = run_recommend(findings, self.tmrset, self.recommenders, context, self.trust())
             proposals = [self._keep_state(p) for p in fresh]
         self.store.save_batch(flows=flows, findings=findings, proposals=proposals)
         self._pending_flows, self._pending_findings = [], []

@@ -10,6 +10,7 @@ from pathlib import Path
 from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
+from vmshadow.app.feedback import current_trust
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
@@ -71,7 +72,9 @@ def analyze_captures(
         progress(len(flows))
     context = RecommendContext(now=now, flows=flows)
     recommenders = [cls() for cls in recommender_types().values()]
-    proposals = run_recommend(findings, tmrset, recommenders, context)
+    # trust is earned in a store; without one every recommender starts from the prior
+    trust = {r.name: current_trust(db_url, r.name, now) for r in recommenders} if db_url is not None else None
+    proposals = run_recommend(findings, tmrset, recommenders, context, trust)
     if db_url is not None:
         store = open_store(db_url)
         try:

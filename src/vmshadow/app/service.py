@@ -10,6 +10,7 @@ from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
 from vmshadow.app.embedded import EmbeddedService
+from vmshadow.app.feedback import current_trust
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.tm import ApplyResult, TMSettings, apply_tmrset, open_enforcer
 from vmshadow.capture import shadow_port
@@ -101,15 +102,17 @@ def build_service(
             }
         return out
 
+    recommenders = [cls() for cls in recommender_types().values()]
     return EmbeddedService(
         source=LiveSource(ports, tmrset.vmn_map, snapshot_length=_snaplen(watched)),
         store=open_store(options.db_url),
         tmrset=tmrset,
         detectors=build_detectors(DetectorContext(indicators=indicators)),
-        recommenders=[cls() for cls in recommender_types().values()],
+        recommenders=recommenders,
         status_path=options.status_path,
         mirror_counters=mirrored,
         on_proposal=on_proposal,
+        trust=lambda: {r.name: current_trust(options.db_url, r.name) for r in recommenders},
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.proposal import Proposal
@@ -16,8 +17,11 @@ def run_recommend(
     tmrset: TMRSet,
     recommenders: Sequence[Recommender],
     context: RecommendContext,
+    trust: Mapping[str, float] | None = None,
 ) -> list[Proposal]:
+    """Every recommender's proposals, merged; each recommender sees its own trust (`trust`, by name)."""
     proposals: list[Proposal] = []
     for recommender in recommenders:
-        proposals.extend(recommender.propose(findings, tmrset, context))
+        own = replace(context, trust=trust[recommender.name]) if trust and recommender.name in trust else context
+        proposals.extend(recommender.propose(findings, tmrset, own))
     return merge_proposals(proposals)
