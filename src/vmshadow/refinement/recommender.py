@@ -17,6 +17,7 @@ from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.proposal import Proposal
 from vmshadow.domain.tmr import TMRSet
+from vmshadow.refinement.guardrails import GuardRails
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,9 @@ class RecommendContext:
     now: datetime
     flows: Sequence[Flow] = ()  # recorded flows, for impact replay
     trust: float = 0.5  # the recommender's current trust score
+    # never-block list, blast-radius and rate caps; frozen, so one default instance is safely shared
+    guard_rails: GuardRails = GuardRails()  # noqa: RUF009
+    recent_proposals: Sequence[Proposal] = ()  # proposals already made in the rate window, for the rate cap
 
 
 class Recommender(ABC):

@@ -13,6 +13,8 @@ from vmshadow.domain.ids import stable_id
 from vmshadow.domain.net import IPAddress, PortRange, Protocol, normalize_ports
 from vmshadow.domain.proposal import Evidence, Proposal, ProposalKind, ProposalState
 from vmshadow.domain.tmr import TMR, Action, Endpoint, Origin, TMRSet
+from vmshadow.refinement.conflicts import conflicts_of
+from vmshadow.refinement.guardrails import GuardContext
 from vmshadow.refinement.impact import replay_impact
 from vmshadow.refinement.merge import MAX_EVIDENCE_FLOWS, merge_proposals
 from vmshadow.refinement.recommender import RecommendContext, Recommender, register
@@ -28,7 +30,8 @@ class ScopedDenySettings:
 
 
 def _endpoint_for(address: IPAddress, vmn: str | None, tmrset: TMRSet) -> Endpoint:
-    name = vmn or tmrset.vmn_map.identify(None, address)
+    """The VMN when the TMRSet knows it (a TMR may only name known VMNs), else the address."""
+    name = vmn if vmn is not None and tmrset.vmn(vmn) is not None else tmrset.vmn_map.identify(None, address)
     return Endpoint.vmn(name) if name else Endpoint.network(address)
 
 
@@ -103,7 +106,9 @@ class ScopedDenyRecommender(Recommender):
     """Proposes `add_deny` scoped to the offender (a VMN or an outside address) and to the targets it touched:
     the single host, or the /24 that holds all of them; the ports when few, every port of the protocol when
     many. Weak evidence (score below `deny_min_score`), low trust, a finding no TMR can express, or traffic the
-    TMRSet already denies gives an `alert` instead.
+    TMRSet already denies gives an `alert` instead. Each deny carries its conflicts with the TMRSet
+    (`kind:tmr_id`, see `refinement.conflicts`), and the context's guard-rails turn a refused deny into an
+    alert that says why (`refinement.guardrails`).
     """
 
     name = "refinement.scoped_deny"
@@ -116,7 +121,11 @@ class ScopedDenyRecommender(Recommender):
         by_cid: dict[str, list[Flow]] = {}
         for flow in context.flows:
             by_cid.setdefault(flow.community_id, []).append(flow)
-        return merge_proposals([self._one(f, ids, tmrset, context, by_cid) for f, ids in _episodes(findings)])
+        proposals = merge_proposals([self._one(f, ids, tmrset, context, by_cid) for f, ids in _episodes(findings)])
+        if not any(p.rule is not None for p in proposals):
+            return proposals
+        guard = GuardContext(tmrset, context.now, context.flows, findings, context.recent_proposals)
+        return merge_proposals(context.guard_rails.apply(proposals, guard))
 
     def _one(
         self,
@@ -163,6 +172,7 @@ class ScopedDenyRecommender(Recommender):
             summary=f"{rule.describe()} — {finding.summary}",
             rule=rule,
             impact=replay_impact(tmrset, tmrset.with_tmr(rule), context.flows, context.now, added=rule),
+            conflicts=tuple(c.tag for c in conflicts_of(rule, tmrset, context.now)),
         )
 
     @staticmethod
