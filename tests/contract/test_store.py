@@ -32,6 +32,7 @@ from vmshadow.adapters.sql.store import alembic_config, make_engine, upgrade
 from vmshadow.adapters.sql.tables import metadata
 from vmshadow.domain.errors import BackendUnavailableError
 from vmshadow.domain.flow import Flow
+from vmshadow.domain.indicator import Indicator, IndicatorType
 from vmshadow.domain.outcome import Outcome, OutcomeKind, TrustSnapshot
 from vmshadow.domain.proposal import ProposalState
 
@@ -529,3 +530,55 @@ def test_a_database_at_the_initial_schema_is_upgraded_with_its_data(fresh_url: F
         assert upgraded.proposals() == [make_proposal(1)]
         assert upgraded.record_outcome(make_outcome(1)) is True
         assert upgraded.outcomes() == [make_outcome(1)]
+
+
+# --- indicators ---
+
+
+def _indicator(value: str, **overrides: object) -> Indicator:
+    values: dict[str, object] = {"type": IndicatorType.IPV4, "value": value, "source": "feed-a", "confidence": 80}
+    values.update(overrides)
+    return Indicator(**values)  # type: ignore[arg-type]
+
+
+def test_indicators_round_trip_upsert_and_validity(store: SqlStore) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    full = _indicator(
+        "198.51.100.7",
+        valid_from=now - timedelta(days=1),
+        valid_until=now + timedelta(days=1),
+        labels=("c2",),
+        kill_chain_phases=("mitre-attack:command-and-control",),
+        external_id="indicator--1",
+    )
+    assert store.save_indicators([full, _indicator("198.51.100.8", revoked=True)], at=now) == 2
+    assert store.indicators(source="feed-a")[0] == full
+    assert [i.value for i in store.indicators(at=now)] == ["198.51.100.7"], "revoked ones are never valid"
+    assert store.indicators(at=now + timedelta(days=2)) == []
+    # the same (type, value, source) again updates the row instead of adding one
+    store.save_indicators([replace(full, confidence=20)], at=now)
+    assert [i.confidence for i in store.indicators(source="feed-a") if i.value == full.value] == [20]
+    assert len(store.indicators()) == 2
+
+
+def test_expire_removes_revoked_and_past_indicators_only(store: SqlStore) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    store.save_indicators(
+        [
+            _indicator("198.51.100.1", valid_until=now - timedelta(seconds=1)),
+            _indicator("198.51.100.2", revoked=True),
+            _indicator("198.51.100.3", valid_until=now + timedelta(hours=1)),
+            _indicator("198.51.100.4"),
+        ],
+        at=now,
+    )
+    assert store.expire_indicators(now) == 2
+    assert sorted(i.value for i in store.indicators()) == ["198.51.100.3", "198.51.100.4"]
+
+
+def test_a_bad_indicator_stores_nothing(store: SqlStore) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    naive = _indicator("198.51.100.9", valid_until=datetime(2026, 2, 1))
+    with pytest.raises(ValueError, match="naive"):
+        store.save_indicators([_indicator("198.51.100.10"), naive], at=now)
+    assert store.indicators() == []

@@ -8,6 +8,8 @@ from typing import Any
 
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import Flow
+from vmshadow.domain.ids import stable_id
+from vmshadow.domain.indicator import Indicator, IndicatorType
 from vmshadow.domain.net import PortRange, Protocol
 from vmshadow.domain.proposal import Evidence, Impact, Proposal, ProposalKind, ProposalState
 from vmshadow.domain.tmr import TMR, Action, Endpoint, EndpointKind, Origin, TMRSet
@@ -250,3 +252,38 @@ def tmrset_from_json(d: JSON) -> TMRSet:
         default_action=Action(d.get("default_action", "allow")),
         vmn_defaults={k: Action(v) for k, v in d.get("vmn_defaults", {}).items()},
     )
+
+
+def indicator_to_json(i: Indicator) -> JSON:
+    return {
+        "type": str(i.type),
+        "value": i.value,
+        "source": i.source,
+        "confidence": i.confidence,
+        "valid_from": _time(i.valid_from),
+        "valid_until": _time(i.valid_until),
+        "labels": list(i.labels),
+        "kill_chain_phases": list(i.kill_chain_phases),
+        "revoked": i.revoked,
+        "external_id": i.external_id,
+    }
+
+
+def indicator_from_json(d: JSON) -> Indicator:
+    return Indicator(
+        type=IndicatorType(d["type"]),
+        value=d["value"],
+        source=d["source"],
+        confidence=int(d.get("confidence", 50)),
+        valid_from=_parse_time(d.get("valid_from")),
+        valid_until=_parse_time(d.get("valid_until")),
+        labels=tuple(d.get("labels", [])),
+        kill_chain_phases=tuple(d.get("kill_chain_phases", [])),
+        revoked=bool(d.get("revoked", False)),
+        external_id=d.get("external_id"),
+    )
+
+
+def indicator_id(i: Indicator) -> str:
+    """One stored row per (type, value, source): a feed re-sending an indicator updates it."""
+    return stable_id("ind", i.type, i.value, i.source)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from vmshadow.domain.decision import Decision, TMRVersion
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
+from vmshadow.domain.indicator import Indicator
 from vmshadow.domain.outcome import Outcome, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
 
@@ -82,6 +83,18 @@ class Store(Protocol):
 
     def trust_history(self, recommender: str | None = None) -> list[TrustSnapshot]:
         """Oldest first."""
+        ...
+
+    def save_indicators(self, indicators: Sequence[Indicator], *, at: datetime) -> int:
+        """Upsert by (type, value, source), all in one transaction; returns how many were stored."""
+        ...
+
+    def indicators(self, *, at: datetime | None = None, source: str | None = None) -> list[Indicator]:
+        """Stored indicators; with `at`, only those valid then (not revoked, within valid_from/valid_until)."""
+        ...
+
+    def expire_indicators(self, at: datetime) -> int:
+        """Delete revoked indicators and those whose valid_until has passed; returns how many."""
         ...
 
     def close(self) -> None: ...

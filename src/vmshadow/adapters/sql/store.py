@@ -30,6 +30,7 @@ from vmshadow.domain.decision import Decision, TMRVersion
 from vmshadow.domain.errors import BackendUnavailableError
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
+from vmshadow.domain.indicator import Indicator
 from vmshadow.domain.outcome import Outcome, OutcomeKind, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
 
@@ -237,7 +238,33 @@ class SqlStore:
             insert = self._insert(t.trust_history).on_conflict_do_nothing(index_elements=["recommender", "at"])
             conn.execute(insert, row)
 
+    def save_indicators(self, indicators: Sequence[Indicator], *, at: datetime) -> int:
+        # Encoded before the transaction: a bad indicator fails before any SQL runs, and nothing is stored.
+        rows = {codec.indicator_id(i): _indicator_row(i, at) for i in indicators}  # the last one given wins
+        if not rows:
+            return 0
+        with self._write() as conn:
+            insert = self._insert(t.indicators)
+            updated = {c.name: insert.excluded[c.name] for c in t.indicators.columns if c.name != "id"}
+            conn.execute(insert.on_conflict_do_update(index_elements=["id"], set_=updated), list(rows.values()))
+        return len(rows)
+
+    def expire_indicators(self, at: datetime) -> int:
+        c = t.indicators.c
+        with self._write() as conn:
+            gone = conn.execute(t.indicators.delete().where(or_(c.revoked.is_(True), c.valid_until <= utc(at))))
+        return int(gone.rowcount or 0)
+
     # --- reads ---
+
+    def indicators(self, *, at: datetime | None = None, source: str | None = None) -> list[Indicator]:
+        c = t.indicators.c
+        query = select(c.data).order_by(c.source, c.id)
+        if source is not None:
+            query = query.where(c.source == source)
+        with self._engine.connect() as conn:
+            found = [codec.indicator_from_json(data) for data in conn.scalars(query)]
+        return found if at is None else [i for i in found if i.is_valid(at)]
 
     def flows(
         self,
@@ -444,6 +471,19 @@ def _outcome_row(o: Outcome) -> Row:
         "weight": float(o.weight),
         "actor": o.actor,
         "detail": o.detail,
+    }
+
+
+def _indicator_row(i: Indicator, at: datetime) -> Row:
+    return {
+        "id": codec.indicator_id(i),
+        "type": str(i.type),
+        "value": i.value,
+        "source": i.source,
+        "valid_until": utc(i.valid_until) if i.valid_until is not None else None,  # refuse naive times up front
+        "revoked": i.revoked,
+        "updated_at": utc(at),
+        "data": codec.indicator_to_json(i),
     }
 
 

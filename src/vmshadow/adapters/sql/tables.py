@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -157,4 +158,18 @@ trust_history = Table(
     Column("beta", Float, nullable=False),
     Column("outcomes", Integer, nullable=False),
     UniqueConstraint("recommender", "at", name="uq_trust_history_recommender_at"),
+)
+
+# Threat-intel indicators, one row per (type, value, source); `valid_until` and `revoked` drive expiry.
+indicators = Table(
+    "indicators",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("type", String, nullable=False),
+    Column("value", String, nullable=False, index=True),
+    Column("source", String, nullable=False, index=True),
+    Column("valid_until", UtcDateTime, nullable=True, index=True),
+    Column("revoked", Boolean, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("data", JSON, nullable=False),
 )
