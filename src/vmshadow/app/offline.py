@@ -11,6 +11,7 @@ from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
 from vmshadow.app.feedback import current_trust
+from vmshadow.app.intel import valid_indicators
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
@@ -60,6 +61,8 @@ def analyze_captures(
     """Analyse captures against a TMRSet. Every input is checked before anything is stored; with `db_url`
     everything is stored in one transaction, and proposals already stored keep their state and gain evidence."""
     source = PcapSource(paths, tmrset.vmn_map)  # checks every capture first
+    if db_url is not None:  # indicators imported into the store count too
+        indicators = [*indicators, *valid_indicators(db_url, now)]
     detectors = build_detectors(DetectorContext(indicators=tuple(indicators)))
     flows: list[Flow] = []
     findings: list[Finding] = []

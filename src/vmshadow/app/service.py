@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vmshadow.adapters.sql import open_store
@@ -11,6 +12,7 @@ from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
 from vmshadow.app.embedded import EmbeddedService
 from vmshadow.app.feedback import current_trust
+from vmshadow.app.intel import valid_indicators
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.tm import ApplyResult, TMSettings, apply_tmrset, open_enforcer
 from vmshadow.capture import shadow_port
@@ -107,7 +109,9 @@ def build_service(
         source=LiveSource(ports, tmrset.vmn_map, snapshot_length=_snaplen(watched)),
         store=open_store(options.db_url),
         tmrset=tmrset,
-        detectors=build_detectors(DetectorContext(indicators=indicators)),
+        detectors=build_detectors(
+            DetectorContext(indicators=(*indicators, *valid_indicators(options.db_url, datetime.now(UTC))))
+        ),
         recommenders=recommenders,
         status_path=options.status_path,
         mirror_counters=mirrored,

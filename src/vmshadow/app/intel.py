@@ -1,0 +1,147 @@
+"""Threat intel's composition root: feed documents read, validated, and stored all-or-nothing (or `partial`)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from vmshadow.adapters.sql import open_store
+from vmshadow.analysis.detector import DetectorContext
+from vmshadow.analysis.intel.intel_match import IntelMatchDetector
+from vmshadow.domain.errors import InputError, Issue
+from vmshadow.domain.finding import Finding
+from vmshadow.domain.indicator import Indicator
+from vmshadow.domain.proposal import Proposal
+from vmshadow.domain.tmr import TMRSet
+from vmshadow.intel.misp import parse_misp_event
+from vmshadow.intel.plain_list import load_plain_list
+from vmshadow.intel.result import IntelImport
+from vmshadow.intel.stix import parse_stix_bundle
+from vmshadow.ports.store import Store
+from vmshadow.refinement.recommender import RecommendContext, recommender_types
+from vmshadow.stages.recommend import run_recommend
+
+
+class FeedFormat(StrEnum):
+    AUTO = "auto"
+    STIX = "stix"
+    MISP = "misp"
+    LIST = "list"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    stored: int
+    skipped: tuple[Issue, ...]
+    errors: tuple[Issue, ...]  # non-empty only for a partial import
+
+
+@contextmanager
+def _store(db_url: str) -> Iterator[Store]:
+    store: Store = open_store(db_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def detect_format(data: bytes) -> FeedFormat:
+    """STIX when it is a JSON object of type bundle, MISP when it has an Event or Attribute list, else a list."""
+    try:
+        document: Any = json.loads(data)
+    except ValueError:
+        return FeedFormat.LIST
+    if isinstance(document, dict) and document.get("type") == "bundle":
+        return FeedFormat.STIX
+    if isinstance(document, dict) and ("Event" in document or "Attribute" in document):
+        return FeedFormat.MISP
+    return FeedFormat.STIX if isinstance(document, dict) else FeedFormat.LIST
+
+
+def read_feed(path: Path, fmt: FeedFormat, source: str) -> IntelImport:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(Issue(source=str(path), message=f"cannot read: {exc.strerror or exc}")) from None
+    chosen = detect_format(data) if fmt is FeedFormat.AUTO else fmt
+    if chosen is FeedFormat.STIX:
+        return parse_stix_bundle(data, source, location=str(path))
+    if chosen is FeedFormat.MISP:
+        return parse_misp_event(data, source)
+    return IntelImport(indicators=load_plain_list(path, source=source))
+
+
+def store_import(
+    db_url: str, result: IntelImport, *, partial: bool = False, at: datetime | None = None
+) -> ImportReport:
+    """Store the import's indicators. Without `partial`, any error refuses the whole document (nothing stored)."""
+    indicators: list[Indicator] = list(result.indicators) if partial else result.accepted()
+    with _store(db_url) as store:
+        stored = store.save_indicators(indicators, at=at or datetime.now(UTC))
+    return ImportReport(stored, tuple(result.skipped), tuple(result.errors) if partial else ())
+
+
+def valid_indicators(db_url: str, at: datetime) -> list[Indicator]:
+    with _store(db_url) as store:
+        return store.indicators(at=at)
+
+
+def sources(db_url: str, at: datetime) -> dict[str, tuple[int, int]]:
+    """Per source: (indicators stored, valid now)."""
+    with _store(db_url) as store:
+        stored = store.indicators()
+    total = Counter(i.source for i in stored)
+    valid = Counter(i.source for i in stored if i.is_valid(at))
+    return {s: (total[s], valid[s]) for s in sorted(total)}
+
+
+def expire(db_url: str, at: datetime) -> int:
+    with _store(db_url) as store:
+        return store.expire_indicators(at)
+
+
+@dataclass(frozen=True, slots=True)
+class RetroHunt:
+    flows_checked: int
+    findings: tuple[Finding, ...]
+    proposals: tuple[Proposal, ...]
+
+
+def retro_hunt(
+    db_url: str,
+    indicators: list[Indicator],
+    *,
+    now: datetime,
+    window: timedelta = timedelta(hours=24),
+    ongoing: timedelta = timedelta(hours=1),
+) -> RetroHunt:
+    """Check the archived flows of `window` against newly arrived indicators.
+
+    Matches become back-dated findings marked `retro_hunt` (their times are the flows' times). Where the last
+    contact is within `ongoing` of `now`, the contact looks ongoing and the recommenders are asked for proposals.
+    """
+    if not indicators:
+        return RetroHunt(0, (), ())
+    detector = IntelMatchDetector(None, DetectorContext(indicators=tuple(indicators)))
+    with _store(db_url) as store:
+        flows = store.flows(since=now - window)
+        found = [
+            replace(f, measured={**f.measured, "retro_hunt": 1}, summary=f"retro-hunt: {f.summary}")
+            for flow in flows
+            for f in detector.observe(flow)
+        ]
+        recent = [f for f in found if now - f.observed_at <= ongoing]
+        proposals: list[Proposal] = []
+        if recent:
+            recommenders = [cls() for cls in recommender_types().values()]
+            context = RecommendContext(now=now, flows=tuple(flows))
+            proposals = run_recommend(recent, TMRSet(), recommenders, context)
+        store.save_batch(findings=found, proposals=proposals)
+    return RetroHunt(len(flows), tuple(found), tuple(proposals))
