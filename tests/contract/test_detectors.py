@@ -64,15 +64,28 @@ def synthetic(n: int, *, start: int = 0, dpi: bool = True) -> Iterator[Flow]:
         )
 
 
+def beacons(n: int) -> Iterator[Flow]:
+    """A check-in every 30 s (+/- 2 s) to one service; no public capture here holds a beacon of separate flows."""
+    for i in range(n):
+        at = T0 + timedelta(seconds=30 * i + (i * 7919) % 5 - 2)
+        yield Flow(
+            id=f"b{i}", community_id=f"1:b{i}", src_ip=ipaddress.ip_address("198.51.100.7"), src_port=50000 + i,
+            dst_ip=ipaddress.ip_address("203.0.113.80"), dst_port=443, protocol=TCP, first_seen_at=at,
+            last_seen_at=at + timedelta(seconds=1), src2dst_packets=6, src2dst_bytes=740, dst2src_packets=5,
+            dst2src_bytes=1900, psh_packets=2, syn_packets=1,
+        )  # fmt: skip
+
+
 def public_flows() -> list[Flow]:
     data = shared_data()
-    paths = [data / "ndpi/pcap/synscan.pcap", data / "zeek/traces/ssh/sshguess.pcap", data / "ndpi/pcap/dns.pcap"]
+    paths = [data / "ndpi/pcap/synscan.pcap", data / "zeek/traces/ssh/sshguess.pcap", data / "ndpi/pcap/dns.pcap",
+             data / "ndpi/pcap/bad-dns-traffic.pcap"]  # fmt: skip
     return list(PcapSource(paths))
 
 
 @pytest.fixture(scope="module")
 def recorded() -> list[Flow]:
-    return public_flows() + list(synthetic(3000))
+    return public_flows() + list(synthetic(3000)) + list(beacons(12))
 
 
 def make(name: str, **settings: Any) -> Detector[Any]:

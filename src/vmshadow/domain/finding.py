@@ -13,6 +13,9 @@ class FindingKind(StrEnum):
     PORT_SCAN = "port_scan"
     BRUTE_FORCE = "brute_force"
     INTEL_MATCH = "intel_match"
+    DNS_TUNNEL = "dns_tunnel"
+    DGA = "dga"
+    BEACONING = "beaconing"
 
 
 class Severity(StrEnum):
