@@ -94,6 +94,18 @@ class _MeterStatsProbe:
         type(self).latest = None
 
 
+def _yield_cpu() -> None:
+    """Let live traffic win the cores: SCHED_IDLE (runs only when nothing else wants the CPU), else nice.
+
+    Measured (docs/benchmarks.md): nice 10 alone bought nothing on a host with scheduler autogroups; SCHED_IDLE
+    recovered most of the TCP throughput. The lab/VMs in other sessions or cgroups also need `cpu.weight`.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):
+        os.nice(METER_NICENESS)
+
+
 def _lru_getitem(cache: OrderedDict[Any, Any], key: Any) -> Any:
     value = OrderedDict.__getitem__(cache, key)
     cache.move_to_end(key)
@@ -129,7 +141,7 @@ def _meter_port(
 ) -> None:
     """Body of one meter process: read a shadow port, send flows to `out` until `stop`."""
     os.setpgrp()  # its own process group, so a stuck meter can be killed with nfstream's capture process
-    os.nice(METER_NICENESS)
+    _yield_cpu()
     nfstream.streamer.RepeatedTimer = _MeterStatsProbe
     _fix_nfstream_lru()  # before the streamer forks its capture process, which inherits the class
     try:
