@@ -10,12 +10,11 @@ Outcomes are idempotent by id, so measuring twice, or a redelivered report, reco
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from vmshadow.adapters.sql import open_store
+from vmshadow.app.stores import opened
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.outcome import Outcome, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
@@ -38,15 +37,6 @@ class RecommenderTrust:
     history: tuple[TrustSnapshot, ...]
 
 
-@contextmanager
-def _store(db_url: str) -> Iterator[Store]:
-    store: Store = open_store(db_url)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
 def _record(store: Store, outcomes: list[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if store.record_outcome(o)]
 
@@ -62,7 +52,7 @@ def report_false_positive(
 ) -> Outcome:
     """Record an administrator's false-positive report. `InputError` for an unknown or never-applied proposal,
     or without a reason; nothing is stored then. Reporting the same proposal again (same actor) changes nothing."""
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         proposal = store.proposal(proposal_id)
         if proposal is None:
             raise InputError(Issue(source="proposals", field="id", message=f"no proposal {proposal_id!r}"))
@@ -93,7 +83,7 @@ def measure(
     rollbacks and expiries.
     """
     now = at or datetime.now(UTC)
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         applied = store.proposals(state=ProposalState.APPLIED)
         found = outcomes_from_counters(applied, before or {}, counters, now)
         applied_at = {p.id: t for p in applied if (t := _applied_at(store, p)) is not None}
@@ -110,7 +100,7 @@ def recompute_trust(
 ) -> dict[str, TrustSnapshot]:
     """Trust at `at` for every recommender with a proposal or an outcome on record, each stored as a snapshot."""
     now = at or datetime.now(UTC)
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         _lifecycle(store)
         names = {p.recommender for p in store.proposals()}
         snapshots = trust_by_recommender(store.outcomes(), now, half_life, recommenders=names)
@@ -123,7 +113,7 @@ def current_trust(
     db_url: str, recommender: str, at: datetime | None = None, half_life: timedelta = DEFAULT_HALF_LIFE
 ) -> float:
     """The recommender's trust now, for `RecommendContext.trust`: 0.5 for one without outcomes."""
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         outcomes = store.outcomes(recommender=recommender)
     return trust_from_outcomes(outcomes, at or datetime.now(UTC), half_life, recommender=recommender).trust
 
@@ -133,7 +123,7 @@ def recommender_trust(
 ) -> dict[str, RecommenderTrust]:
     """Every known recommender's trust now (not stored) with its stored history."""
     now = at or datetime.now(UTC)
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         history = store.trust_history()
         names = {p.recommender for p in store.proposals()} | {s.recommender for s in history}
         current = trust_by_recommender(store.outcomes(), now, half_life, recommenders=names)
@@ -144,5 +134,5 @@ def recommender_trust(
 
 
 def list_outcomes(db_url: str, *, recommender: str | None = None, proposal_id: str | None = None) -> list[Outcome]:
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         return store.outcomes(recommender=recommender, proposal_id=proposal_id)

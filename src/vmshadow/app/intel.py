@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.intel.intel_match import IntelMatchDetector
+from vmshadow.app.stores import opened
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.indicator import Indicator
@@ -24,7 +22,6 @@ from vmshadow.intel.misp import parse_misp_event
 from vmshadow.intel.plain_list import load_plain_list
 from vmshadow.intel.result import IntelImport
 from vmshadow.intel.stix import parse_stix_bundle
-from vmshadow.ports.store import Store
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.recommend import run_recommend
 
@@ -41,15 +38,6 @@ class ImportReport:
     stored: int
     skipped: tuple[Issue, ...]
     errors: tuple[Issue, ...]  # non-empty only for a partial import
-
-
-@contextmanager
-def _store(db_url: str) -> Iterator[Store]:
-    store: Store = open_store(db_url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def detect_format(data: bytes) -> FeedFormat:
@@ -83,19 +71,19 @@ def store_import(
 ) -> ImportReport:
     """Store the import's indicators. Without `partial`, any error refuses the whole document (nothing stored)."""
     indicators: list[Indicator] = list(result.indicators) if partial else result.accepted()
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         stored = store.save_indicators(indicators, at=at or datetime.now(UTC))
     return ImportReport(stored, tuple(result.skipped), tuple(result.errors) if partial else ())
 
 
 def valid_indicators(db_url: str, at: datetime) -> list[Indicator]:
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         return store.indicators(at=at)
 
 
 def sources(db_url: str, at: datetime) -> dict[str, tuple[int, int]]:
     """Per source: (indicators stored, valid now)."""
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         stored = store.indicators()
     total = Counter(i.source for i in stored)
     valid = Counter(i.source for i in stored if i.is_valid(at))
@@ -103,7 +91,7 @@ def sources(db_url: str, at: datetime) -> dict[str, tuple[int, int]]:
 
 
 def expire(db_url: str, at: datetime) -> int:
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         return store.expire_indicators(at)
 
 
@@ -130,7 +118,7 @@ def retro_hunt(
     if not indicators:
         return RetroHunt(0, (), ())
     detector = IntelMatchDetector(None, DetectorContext(indicators=tuple(indicators)))
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         flows = store.flows(since=now - window)
         found = [
             replace(f, measured={**f.measured, "retro_hunt": 1}, summary=f"retro-hunt: {f.summary}")

@@ -6,12 +6,10 @@ state `approved` reaches the enforcer, and it is marked `applied` only after the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from vmshadow.adapters.sql import open_store
+from vmshadow.app.stores import opened
 from vmshadow.app.tm import ApplyResult, TMSettings, open_enforcer
 from vmshadow.domain.decision import Decision
 from vmshadow.domain.errors import IllegalTransitionError, InputError, Issue, NotFoundError
@@ -27,15 +25,6 @@ class Reviewed:
     decisions: tuple[Decision, ...]
 
 
-@contextmanager
-def _store(db_url: str) -> Iterator[Store]:
-    store: Store = open_store(db_url)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
 def _get(store: Store, proposal_id: str) -> Proposal:
     found = store.proposal(proposal_id)
     if found is None:
@@ -44,12 +33,12 @@ def _get(store: Store, proposal_id: str) -> Proposal:
 
 
 def list_proposals(db_url: str, state: ProposalState | None = None) -> list[Proposal]:
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         return store.proposals(state=state)
 
 
 def show_proposal(db_url: str, proposal_id: str) -> Reviewed:
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         return Reviewed(_get(store, proposal_id), tuple(store.decisions(proposal_id)))
 
 
@@ -66,7 +55,7 @@ def decide_proposal(
     """Move a proposal (not to `applied`: that is `apply_proposal`'s job) and store the audited decision."""
     if target is ProposalState.APPLIED:
         raise InputError(Issue(source=f"proposal {proposal_id}", field="state", message="use apply to apply"))
-    with _store(db_url) as store:
+    with opened(db_url) as store:
         moved, decision = decide(
             _get(store, proposal_id), target, actor=actor, at=at or datetime.now(UTC), reason=reason,
             edited_rule=edited_rule,

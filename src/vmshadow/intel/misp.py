@@ -30,7 +30,6 @@ this module does no I/O.
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -42,7 +41,7 @@ from pymisp import MISPAttribute
 
 from vmshadow.domain.errors import Issue
 from vmshadow.domain.indicator import Indicator, IndicatorType
-from vmshadow.intel.result import IntelImport, normalize_observable
+from vmshadow.intel.result import IntelImport, json_kind, json_object, normalize_observable, unique
 
 _ADDRESS = "address"  # an IPv4/IPv6 address or network
 _TYPES: dict[str, tuple[str, ...]] = {
@@ -75,7 +74,7 @@ def parse_misp_event(
     if not 0 <= default_confidence <= 100:
         raise ValueError(f"default_confidence must be in 0..100, got {default_confidence}")
     result = IntelImport()
-    document = _load(data, source, result)
+    document = json_object(data, source, result, expected="expected a JSON object")
     if document is None:
         return result
     if "Event" in document:
@@ -83,7 +82,7 @@ def parse_misp_event(
         prefix = "Event."
         if not isinstance(event, dict):
             result.errors.append(
-                Issue(source=source, field="Event", message=f"expected an object, found {_kind(event)}")
+                Issue(source=source, field="Event", message=f"expected an object, found {json_kind(event)}")
             )
             return result
     elif "info" in document or "Attribute" in document or "Object" in document:
@@ -114,7 +113,9 @@ def _read_event(
     for number, obj in enumerate(objects):
         where = f"{prefix}Object[{number}]"
         if not isinstance(obj, dict):
-            result.errors.append(Issue(source=source, field=where, message=f"expected an object, found {_kind(obj)}"))
+            result.errors.append(
+                Issue(source=source, field=where, message=f"expected an object, found {json_kind(obj)}")
+            )
             continue
         if obj.get("deleted") is True:
             continue
@@ -137,7 +138,9 @@ def _read_attribute(
 ) -> None:
     source = context.source
     if not isinstance(raw, dict):
-        result.errors.append(Issue(source=source, field=where, message=f"expected an attribute, found {_kind(raw)}"))
+        result.errors.append(
+            Issue(source=source, field=where, message=f"expected an attribute, found {json_kind(raw)}")
+        )
         return
     name = str(raw.get("uuid") or "(no uuid)")
     before = len(result.errors)
@@ -186,7 +189,7 @@ def _read_attribute(
     own_tags = _tags(raw.get("Tag", []), f"{where}.Tag", source, result)
     if len(result.errors) > before:
         return
-    tags = _dedupe([*context.tags, *own_tags, *extra_labels])
+    tags = unique([*context.tags, *own_tags, *extra_labels])
     confidence = _certainty(tags, context.default_confidence)
     valid_from = stamp or context.timestamp
     for part, piece in zip(parts, pieces, strict=True):
@@ -253,7 +256,7 @@ def parse_misp_manifest(data: bytes | str | Mapping[str, Any], source: str) -> M
     ('Sednit', 2017, ('tlp:white',), 'CIRCL')
     """
     result = IntelImport()  # collects the document-level errors
-    document = _load(data, source, result)
+    document = json_object(data, source, result, expected="expected a JSON object")
     manifest = MISPFeedManifest(errors=result.errors)
     if document is None:
         return manifest
@@ -266,7 +269,7 @@ def parse_misp_manifest(data: bytes | str | Mapping[str, Any], source: str) -> M
             continue
         if not isinstance(entry, dict):
             manifest.errors.append(
-                Issue(source=source, field=where, message=f"expected an object, found {_kind(entry)}")
+                Issue(source=source, field=where, message=f"expected an object, found {json_kind(entry)}")
             )
             continue
         info = entry.get("info")
@@ -297,35 +300,13 @@ def parse_misp_manifest(data: bytes | str | Mapping[str, Any], source: str) -> M
 # --- small helpers ---------------------------------------------------------------------------------------------
 
 
-def _load(data: bytes | str | Mapping[str, Any], source: str, result: IntelImport) -> Mapping[str, Any] | None:
-    if isinstance(data, Mapping):
-        return data
-    if isinstance(data, bytes):
-        raw = data
-        try:
-            data = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            result.errors.append(Issue(source=source, line=line, message="not UTF-8 text"))
-            return None
-    try:
-        document = json.loads(data)
-    except json.JSONDecodeError as exc:
-        result.errors.append(Issue(source=source, line=exc.lineno, message=f"not JSON: {exc.msg} (column {exc.colno})"))
-        return None
-    if not isinstance(document, dict):
-        result.errors.append(Issue(source=source, message=f"expected a JSON object, found {_kind(document)}"))
-        return None
-    return document
-
-
 def _list(container: Mapping[str, Any], key: str, prefix: str, source: str, result: IntelImport) -> list[Any]:
     value = container.get(key, [])
     if value is None:
         return []
     if not isinstance(value, list):
         result.errors.append(
-            Issue(source=source, field=f"{prefix}{key}", message=f"expected a list, found {_kind(value)}")
+            Issue(source=source, field=f"{prefix}{key}", message=f"expected a list, found {json_kind(value)}")
         )
         return []
     return value
@@ -335,7 +316,7 @@ def _tags(value: Any, where: str, source: str, result: IntelImport) -> tuple[str
     if value is None:
         return ()
     if not isinstance(value, list):
-        result.errors.append(Issue(source=source, field=where, message=f"expected a list, found {_kind(value)}"))
+        result.errors.append(Issue(source=source, field=where, message=f"expected a list, found {json_kind(value)}"))
         return ()
     names = []
     for index, tag in enumerate(value):
@@ -344,7 +325,7 @@ def _tags(value: Any, where: str, source: str, result: IntelImport) -> tuple[str
             result.errors.append(Issue(source=source, field=f"{where}[{index}].name", message="a tag needs a name"))
             continue
         names.append(name)
-    return _dedupe(names)
+    return unique(names)
 
 
 def _timestamp(value: Any, where: str, source: str, result: IntelImport) -> datetime | None:
@@ -379,19 +360,3 @@ def _field_of(where: str, raw: Mapping[str, Any], exc: Exception) -> str:
         if key.lower() in message:
             return f"{where}.{key}"
     return where
-
-
-def _dedupe(items: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(items))
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"

@@ -19,8 +19,11 @@ both use it.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.indicator import Indicator, IndicatorType
@@ -100,3 +103,46 @@ def _address(kind: IndicatorType, value: str) -> tuple[IndicatorType, str]:
         address = network.network_address
         return (IndicatorType.IPV4 if address.version == 4 else IndicatorType.IPV6), str(address)
     return IndicatorType.CIDR, str(network)
+
+
+def json_kind(value: Any) -> str:
+    """How an error names what it found instead of what it expected."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def unique(items: Iterable[object]) -> tuple[str, ...]:
+    """The items as strings, first occurrence kept, order kept."""
+    return tuple(dict.fromkeys(str(item) for item in items))
+
+
+def json_object(
+    data: bytes | str | Mapping[str, Any], source: str, result: IntelImport, *, expected: str = "a JSON object"
+) -> Mapping[str, Any] | None:
+    """A feed document as a decoded JSON object; otherwise None, with the problem (and its line) in `result`."""
+    if isinstance(data, Mapping):
+        return data
+    if isinstance(data, bytes):
+        raw = data
+        try:
+            data = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            result.errors.append(Issue(source=source, line=line, message="not UTF-8 text"))
+            return None
+    try:
+        document = json.loads(data)
+    except json.JSONDecodeError as exc:
+        result.errors.append(Issue(source=source, line=exc.lineno, message=f"not JSON: {exc.msg} (column {exc.colno})"))
+        return None
+    if not isinstance(document, dict):
+        result.errors.append(Issue(source=source, message=f"{expected}, found {json_kind(document)}"))
+        return None
+    return document

@@ -36,7 +36,6 @@ and the object id as `Indicator.external_id`.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from stix2.pattern_visitor import create_pattern_object
 
 from vmshadow.domain.errors import Issue
 from vmshadow.domain.indicator import Indicator, IndicatorType
-from vmshadow.intel.result import IntelImport, normalize_observable
+from vmshadow.intel.result import IntelImport, json_kind, json_object, normalize_observable, unique
 
 _SIMPLE_PATHS = {
     ("ipv4-addr", "value"): IndicatorType.IPV4,
@@ -116,37 +115,13 @@ def parse_stix_bundle(
         raise ValueError(f"default_confidence must be in 0..100, got {default_confidence}")
     result = IntelImport()
     where = location or source
-    document = _document(data, where, result)
+    document = json_object(data, where, result, expected="a STIX bundle is a JSON object")
     if document is None:
         return result
     objects = _bundle_objects(document, where, result)
     for index, obj in enumerate(objects):
         _read_object(index, obj, _Feed(source, where, default_confidence), result)
     return result
-
-
-def _document(data: bytes | str | Mapping[str, Any], source: str, result: IntelImport) -> Mapping[str, Any] | None:
-    if isinstance(data, Mapping):
-        return data
-    if isinstance(data, bytes):
-        raw = data
-        try:
-            data = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            result.errors.append(Issue(source=source, line=line, message="not UTF-8 text"))
-            return None
-    try:
-        document = json.loads(data)
-    except json.JSONDecodeError as exc:
-        result.errors.append(Issue(source=source, line=exc.lineno, message=f"not JSON: {exc.msg} (column {exc.colno})"))
-        return None
-    if not isinstance(document, dict):
-        result.errors.append(
-            Issue(source=source, message=f"a STIX bundle is a JSON object, found {_json_kind(document)}")
-        )
-        return None
-    return document
 
 
 def _bundle_objects(document: Mapping[str, Any], source: str, result: IntelImport) -> list[Any]:
@@ -163,7 +138,7 @@ def _bundle_objects(document: Mapping[str, Any], source: str, result: IntelImpor
     objects = document.get("objects", [])
     if not isinstance(objects, list):
         result.errors.append(
-            Issue(source=source, field="objects", message=f"expected a list, found {_json_kind(objects)}")
+            Issue(source=source, field="objects", message=f"expected a list, found {json_kind(objects)}")
         )
         return []
     return objects
@@ -174,7 +149,7 @@ def _read_object(index: int, obj: Any, feed: _Feed, result: IntelImport) -> None
     where = f"objects[{index}]"
     if not isinstance(obj, dict):
         result.errors.append(
-            Issue(source=source, field=where, message=f"expected a STIX object, found {_json_kind(obj)}")
+            Issue(source=source, field=where, message=f"expected a STIX object, found {json_kind(obj)}")
         )
         return
     object_id = obj.get("id")
@@ -247,8 +222,8 @@ def _read_indicator(
             result.skipped.append(Issue(source=source, field=pattern_field, message=f"{name}: nothing to match"))
         return
 
-    labels = _dedupe([*obj.get("indicator_types", ()), *obj.get("labels", ())])
-    phases = _dedupe(f"{p['kill_chain_name']}:{p['phase_name']}" for p in obj.get("kill_chain_phases", ()))
+    labels = unique([*obj.get("indicator_types", ()), *obj.get("labels", ())])
+    phases = unique(f"{p['kill_chain_name']}:{p['phase_name']}" for p in obj.get("kill_chain_phases", ()))
     confidence = obj.get("confidence", feed.default_confidence)
     if isinstance(confidence, bool) or not isinstance(confidence, int) or not 0 <= confidence <= 100:
         # STIX 2.1 section 3.2: an integer 0..100 (stix2 3.0 does not check it)
@@ -430,19 +405,3 @@ def _plain_datetime(value: Any) -> datetime | None:
     return datetime(
         stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second, stamp.microsecond, tzinfo=UTC
     )
-
-
-def _dedupe(items: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(str(item) for item in items))
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"
