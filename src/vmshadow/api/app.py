@@ -11,9 +11,17 @@ from vmshadow.api import errors, intel, metrics, proposals
 from vmshadow.api.auth import Tokens
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.tm import TMSettings
+from vmshadow.config.settings import ExportSettings
 
 
-def create_app(db_url: str, tm: TMSettings, tokens: Tokens, *, status_path: Path = DEFAULT_STATUS) -> FastAPI:
+def create_app(
+    db_url: str,
+    tm: TMSettings,
+    tokens: Tokens,
+    *,
+    status_path: Path = DEFAULT_STATUS,
+    export: ExportSettings | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="vmshadow",
         version=__version__,
@@ -21,7 +29,7 @@ def create_app(db_url: str, tm: TMSettings, tokens: Tokens, *, status_path: Path
     )
     errors.install(app)
     app.include_router(proposals.router(db_url, tm, tokens))
-    app.include_router(metrics.router(db_url, status_path, tokens))
+    app.include_router(metrics.router(db_url, status_path, tokens, export))
     app.include_router(intel.router(db_url, tokens))
 
     @app.get("/health", tags=["health"])

@@ -1,7 +1,9 @@
 """`/metrics`: Prometheus exposition, collected at scrape time from the service's status file and the store.
 
 Per VMN: packets mirrored (tc mirred action, GSO segments), analysed and dropped (socket) as the meter read them,
-flows produced and flows shed (queue). Proposals by state. Nothing is cached between scrapes.
+flows produced and flows shed (queue). Proposals by state. With export settings (`vmshadow api --settings`), per
+sink: export queue depth, dead letters, delivered, failed attempts and possible duplicates, read from the queue
+files without writing to them. Nothing is cached between scrapes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from vmshadow.api.auth import Principal, Role, Tokens, requires
+from vmshadow.app.exporting import export_stats
 from vmshadow.app.review import list_proposals
+from vmshadow.config.settings import ExportSettings
 from vmshadow.domain.proposal import ProposalState
 
 _VMN_COUNTERS = (
@@ -39,10 +43,22 @@ _VMN_COUNTERS = (
 )
 
 
+_EXPORT_GAUGES = (
+    ("depth", "vmshadow_export_queue_depth", "Events waiting in the sink's export queue"),
+    ("dead", "vmshadow_export_dead_letters", "Events the sink's receiver refused for good"),
+)
+_EXPORT_COUNTERS = (
+    ("delivered", "vmshadow_export_delivered", "Events the sink confirmed"),
+    ("failures", "vmshadow_export_failures", "Failed delivery attempts to the sink"),
+    ("duplicates", "vmshadow_export_duplicates", "Events sent again after an attempt that may have reached the sink"),
+)
+
+
 class VmshadowCollector(Collector):
-    def __init__(self, db_url: str, status_path: Path) -> None:
+    def __init__(self, db_url: str, status_path: Path, export: ExportSettings | None = None) -> None:
         self.db_url = db_url
         self.status_path = status_path
+        self.export = export
 
     def collect(self) -> Iterator[Metric]:
         rows = self._status_rows()
@@ -56,6 +72,21 @@ class VmshadowCollector(Collector):
         for state in ProposalState:
             proposals.add_metric([str(state)], float(by_state.get(str(state), 0)))
         yield proposals
+        if self.export is not None:
+            yield from self._export_metrics(self.export)
+
+    def _export_metrics(self, export: ExportSettings) -> Iterator[Metric]:
+        stats = export_stats(export)  # a sink whose queue does not exist yet has nothing queued or counted
+        for key, name, doc in _EXPORT_GAUGES:
+            gauge = GaugeMetricFamily(name, doc, labels=["sink"])
+            for sink, row in stats.items():
+                gauge.add_metric([sink], float(getattr(row, key)) if row is not None else 0.0)
+            yield gauge
+        for key, name, doc in _EXPORT_COUNTERS:
+            counter = CounterMetricFamily(name, doc + " since its queue was created", labels=["sink"])
+            for sink, row in stats.items():
+                counter.add_metric([sink], float(getattr(row, key)) if row is not None else 0.0)
+            yield counter
 
     def _status_rows(self) -> list[dict[str, Any]]:
         try:
@@ -66,9 +97,9 @@ class VmshadowCollector(Collector):
         return [r for r in rows if isinstance(r, dict)]
 
 
-def router(db_url: str, status_path: Path, tokens: Tokens) -> APIRouter:
+def router(db_url: str, status_path: Path, tokens: Tokens, export: ExportSettings | None = None) -> APIRouter:
     registry = CollectorRegistry()
-    registry.register(VmshadowCollector(db_url, status_path))
+    registry.register(VmshadowCollector(db_url, status_path, export))
     r = APIRouter(tags=["metrics"])
 
     @r.get("/metrics", response_class=Response)

@@ -1,6 +1,7 @@
 """The embedded service: shadow ports -> flows -> detectors -> proposals -> store, in one process.
 
-Proposals are stored before they are shown (nothing is lost if the process dies after showing one). Live health
+Proposals are stored before they are shown (nothing is lost if the process dies after showing one) and before
+`on_stored` hands the batch's findings and proposals on (to the SIEM exporter). Live health
 (per-VMN packets metered, dropped, flows) is written to a status file every second for `vmshadow vmns`.
 """
 
@@ -23,6 +24,7 @@ from vmshadow.domain.proposal import Proposal
 from vmshadow.domain.tmr import TMRSet
 from vmshadow.flows.live import LiveSource, PortHealth
 from vmshadow.ports.store import Store
+from vmshadow.refinement.guardrails import GuardRails
 from vmshadow.refinement.merge import merge_proposals
 from vmshadow.refinement.recommender import RecommendContext, Recommender
 from vmshadow.stages.analyze import run_analyze
@@ -34,6 +36,7 @@ FLUSH_EVERY_S = 1.0
 Clock = Callable[[], datetime]
 MirrorCounters = Callable[[], dict[str, dict[str, int]]]  # VMN -> {"packets": n, "bytes": n}
 OnProposal = Callable[[Proposal], None]
+OnStored = Callable[[Sequence[Finding], Sequence[Proposal]], object]  # after the batch is stored, e.g. export
 
 
 def utc_now() -> datetime:
@@ -50,6 +53,8 @@ class EmbeddedService:
     status_path: Path
     mirror_counters: MirrorCounters = dict
     on_proposal: OnProposal = lambda p: None
+    on_stored: OnStored = lambda findings, proposals: None
+    guard_rails: GuardRails = GuardRails()  # noqa: RUF009 - frozen, safely shared
     clock: Clock = utc_now
     trust: Callable[[], dict[str, float]] = dict  # recommender name -> trust now; empty: the prior
     recent: deque[Flow] = field(default_factory=lambda: deque(maxlen=RECENT_FLOWS))
@@ -90,11 +95,13 @@ class EmbeddedService:
             return
         proposals: list[Proposal] = []
         if findings:
-            context = RecommendContext(now=self.clock(), flows=tuple(self.recent))
+            context = RecommendContext(now=self.clock(), flows=tuple(self.recent), guard_rails=self.guard_rails)
             fresh = run_recommend(findings, self.tmrset, self.recommenders, context, self.trust())
             proposals = [self._keep_state(p) for p in fresh]
         self.store.save_batch(flows=flows, findings=findings, proposals=proposals)
         self._pending_flows, self._pending_findings = [], []
+        if findings or proposals:
+            self.on_stored(findings, proposals)
         for p in proposals:
             self.on_proposal(p)
 

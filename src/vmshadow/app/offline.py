@@ -21,6 +21,7 @@ from vmshadow.domain.tmr import TMRSet
 from vmshadow.domain.vmn import VMNMap
 from vmshadow.flows.capture_file import CaptureInfo
 from vmshadow.flows.pcap import PcapSource
+from vmshadow.refinement.guardrails import GuardRails
 from vmshadow.refinement.merge import merge_proposals
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.analyze import run_analyze
@@ -57,9 +58,11 @@ def analyze_captures(
     indicators: Sequence[Indicator] = (),
     db_url: str | None = None,
     progress: Progress | None = None,
+    guard_rails: GuardRails | None = None,
 ) -> AnalysisReport:
     """Analyse captures against a TMRSet. Every input is checked before anything is stored; with `db_url`
-    everything is stored in one transaction, and proposals already stored keep their state and gain evidence."""
+    everything is stored in one transaction, and proposals already stored keep their state and gain evidence.
+    `guard_rails` (from the settings file) bound what the recommenders may propose; the defaults otherwise."""
     source = PcapSource(paths, tmrset.vmn_map)  # checks every capture first
     if db_url is not None:  # indicators imported into the store count too
         indicators = [*indicators, *valid_indicators(db_url, now)]
@@ -73,7 +76,7 @@ def analyze_captures(
             progress(len(flows))
     if progress is not None:
         progress(len(flows))
-    context = RecommendContext(now=now, flows=flows)
+    context = RecommendContext(now=now, flows=flows, guard_rails=guard_rails or GuardRails())
     recommenders = [cls() for cls in recommender_types().values()]
     # trust is earned in a store; without one every recommender starts from the prior
     trust = {r.name: current_trust(db_url, r.name, now) for r in recommenders} if db_url is not None else None

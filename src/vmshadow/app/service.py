@@ -10,7 +10,7 @@ from pathlib import Path
 from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
-from vmshadow.app.embedded import EmbeddedService
+from vmshadow.app.embedded import EmbeddedService, OnStored
 from vmshadow.app.feedback import current_trust
 from vmshadow.app.intel import valid_indicators
 from vmshadow.app.paths import DEFAULT_STATUS
@@ -24,6 +24,7 @@ from vmshadow.domain.tmr import TMRSet
 from vmshadow.domain.vmn import VMN
 from vmshadow.flows.live import LiveSource, MeteredPort
 from vmshadow.lab.topology import Lab
+from vmshadow.refinement.guardrails import GuardRails
 from vmshadow.refinement.recommender import recommender_types
 
 DEFAULT_SNAPLEN = 1536  # enough for every header and the first bytes nDPI needs
@@ -89,6 +90,8 @@ def build_service(
     *,
     indicators: tuple[Indicator, ...] = (),
     on_proposal: Callable[[Proposal], None] = lambda p: None,
+    on_stored: OnStored = lambda findings, proposals: None,
+    guard_rails: GuardRails | None = None,
 ) -> EmbeddedService:
     tmrset = with_watched(tmrset, watched)
     ports = [MeteredPort(w.vmn.name, w.port.reader_interface, w.port.shadow_interface) for w in watched]
@@ -116,6 +119,8 @@ def build_service(
         status_path=options.status_path,
         mirror_counters=mirrored,
         on_proposal=on_proposal,
+        on_stored=on_stored,
+        guard_rails=guard_rails or GuardRails(),
         trust=lambda: {r.name: current_trust(options.db_url, r.name) for r in recommenders},
     )
 

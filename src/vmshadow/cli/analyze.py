@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from vmshadow.app.exporting import Exporter
 from vmshadow.app.offline import AnalysisReport, analyze_captures, with_vmns
 from vmshadow.cli.output import console, errors, fail, print_json
+from vmshadow.config.settings import Settings, load_settings
 from vmshadow.config.tmr_file import load_tmr_file
 from vmshadow.config.vmn_file import load_vmn_file
 from vmshadow.domain.codec import finding_to_json, proposal_to_json
@@ -34,18 +36,31 @@ def analyze(
     ] = None,
     db: Annotated[str | None, typer.Option("--db", help="Store results: a SQLite file path or a database URL.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    settings_file: Annotated[
+        Path | None,
+        typer.Option("--settings", help="Settings file (YAML): guard-rails, and export sinks the results are sent to."),
+    ] = None,
 ) -> None:
     """Analyse captures offline: flows, findings, and proposed TMR changes with evidence and impact."""
+    exporter: Exporter | None = None
     try:
+        settings = load_settings(settings_file) if settings_file is not None else Settings()
         tmrset = load_tmr_file(rules)
         if vmns is not None:
             tmrset = with_vmns(tmrset, load_vmn_file(vmns))
         indicators: list[Indicator] = []
         for path in intel or []:
             indicators.extend(load_plain_list(path))
+        if settings.export.sinks:
+            exporter = Exporter(settings.export)  # every sink set up before anything is analysed
         if as_json:
             report = analyze_captures(
-                pcaps, tmrset, now=datetime.now(UTC), indicators=indicators, db_url=db and db_url(db)
+                pcaps,
+                tmrset,
+                now=datetime.now(UTC),
+                indicators=indicators,
+                db_url=db and db_url(db),
+                guard_rails=settings.guard_rails,
             )
         else:
             with Progress(
@@ -59,19 +74,54 @@ def analyze(
                     indicators=indicators,
                     db_url=db and db_url(db),
                     progress=lambda n: bar.update(task, description=f"metering and analysing: {n} flows"),
+                    guard_rails=settings.guard_rails,
                 )
+        exported = _export(exporter, report) if exporter is not None else None
     except VmshadowError as exc:
+        if exporter is not None:
+            exporter.close()
         fail(exc)
     if as_json:
-        print_json(
-            {
-                "flows": len(report.flows),
-                "findings": [finding_to_json(f) for f in report.findings],
-                "proposals": [proposal_to_json(p) for p in report.proposals],
-            }
-        )
+        out: dict[str, object] = {
+            "flows": len(report.flows),
+            "findings": [finding_to_json(f) for f in report.findings],
+            "proposals": [proposal_to_json(p) for p in report.proposals],
+        }
+        if exported is not None:
+            out["export"] = exported
+        print_json(out)
     else:
         _summary(report)
+        for name, row in (exported or {}).items():
+            errors.print(
+                f"export {name}: {row['queued']} queued, {row['delivered']} delivered, {row['depth']} waiting"
+                + (f" (last error: {row['last_error']})" if row["last_error"] else ""),
+                highlight=False,
+                markup=False,
+            )
+
+
+EXPORT_DRAIN_S = 30.0
+
+
+def _export(exporter: Exporter, report: AnalysisReport) -> dict[str, dict[str, object]]:
+    """Queue the findings and proposals for every sink, then deliver what can be delivered in `EXPORT_DRAIN_S`;
+    what is left waits in the queue for the next `vmshadow run` or `analyze --settings`."""
+    try:
+        queued = exporter.publish_stored(report.findings, report.proposals)
+        delivered = exporter.drain(timeout_s=EXPORT_DRAIN_S)
+        stats = exporter.stats()
+    finally:
+        exporter.close()
+    return {
+        name: {
+            "queued": queued[name],
+            "delivered": delivered[name].delivered,
+            "depth": stats[name].depth,
+            "last_error": delivered[name].last_error,
+        }
+        for name in exporter.sink_names
+    }
 
 
 def _summary(report: AnalysisReport) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from vmshadow import __version__
-from vmshadow.cli import intel, lab, outcomes, proposals, recommenders, tmrs
+from vmshadow.cli import export, intel, lab, outcomes, proposals, recommenders, tmrs
 from vmshadow.cli.analyze import analyze
 from vmshadow.cli.api import api
 from vmshadow.cli.run import run
@@ -24,6 +24,7 @@ app.add_typer(proposals.app, name="proposals")
 app.add_typer(outcomes.app, name="outcomes")
 app.add_typer(recommenders.app, name="recommenders")
 app.add_typer(intel.app, name="intel")
+app.add_typer(export.app, name="export")
 app.command()(run)
 app.command()(vmns)
 app.command()(api)

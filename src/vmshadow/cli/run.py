@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 
+from vmshadow.app.exporting import Exporter
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.service import ServiceOptions, build_service, cleanup, enforce, watched_vmns
 from vmshadow.cli.analyze import db_url
 from vmshadow.cli.output import console, fail
+from vmshadow.config.settings import Settings, load_settings
 from vmshadow.config.tmr_file import load_tmr_file
 from vmshadow.domain.errors import VmshadowError
 from vmshadow.domain.indicator import Indicator
@@ -56,6 +58,10 @@ def run(
     remove_on_exit: Annotated[
         bool, typer.Option("--cleanup", help="Remove the shadow ports on exit (default: they stay).")
     ] = False,
+    settings_file: Annotated[
+        Path | None,
+        typer.Option("--settings", help="Settings file (YAML): guard-rails, and export sinks for what is stored."),
+    ] = None,
 ) -> None:
     """Run the embedded service: shadow ports -> flows -> detectors -> proposals, stored as they come.
 
@@ -65,7 +71,9 @@ def run(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    exporter: Exporter | None = None
     try:
+        settings = load_settings(settings_file) if settings_file is not None else Settings()
         tmrset = load_tmr_file(rules) if rules is not None else TMRSet()
         indicators: list[Indicator] = []
         for path in intel or []:
@@ -73,13 +81,28 @@ def run(
         options = ServiceOptions(
             db_url=db_url(db), bridge=bridge, mapping_file=mapping, both_directions=both_directions, status_path=status
         )
+        if settings.export.sinks:
+            exporter = Exporter(settings.export)  # every sink set up before the service starts
         watched = watched_vmns(options)
         if rules is not None:
             applied = enforce(options, tmrset, watched)
             console.print(f"TMRs from {rules} in force as version {applied.version}", highlight=False)
-        service = build_service(options, tmrset, watched, indicators=tuple(indicators), on_proposal=_show)
+        service = build_service(
+            options,
+            tmrset,
+            watched,
+            indicators=tuple(indicators),
+            on_proposal=_show,
+            on_stored=exporter.publish_stored if exporter is not None else lambda findings, proposals: None,
+            guard_rails=settings.guard_rails,
+        )
     except VmshadowError as exc:
+        if exporter is not None:
+            exporter.close()
         fail(exc)
+    if exporter is not None:
+        exporter.start()
+        console.print(f"exporting to {', '.join(exporter.sink_names)}", highlight=False)
     names = ", ".join(f"{w.vmn.name} ({w.port.shadow_interface})" for w in watched)
     console.print(f"watching {len(watched)} VMN(s): {names}; health in {status}", highlight=False)
     if duration is not None:
@@ -87,6 +110,8 @@ def run(
     try:
         service.run(stop)
     finally:
+        if exporter is not None:
+            exporter.close()  # what is still queued is delivered after the next start
         if remove_on_exit:
             cleanup(options, watched, enforced=rules is not None)
         kept = "shadow ports and TMRs removed" if remove_on_exit else "shadow ports and TMRs stay in force"

@@ -196,7 +196,8 @@ def _single_port(ports: tuple[PortRange, ...]) -> tuple[int, ...]:
 
 
 def from_proposal(p: Proposal) -> ExportEvent:
-    """A proposal as it is now: a proposal that changes state makes a new event (the state is part of the id)."""
+    """A proposal as it is now: a new state, or new evidence, makes a new event (both are part of the id), so a
+    SIEM that drops duplicates by event id still sees a proposal growing; a redelivery keeps its id."""
     src_ip = dst_ip = None
     src_vmn = None
     ports: tuple[int, ...] = ()
@@ -207,7 +208,7 @@ def from_proposal(p: Proposal) -> ExportEvent:
         ports = _single_port(p.rule.ports)
         protocol = p.rule.protocol.number
     return ExportEvent(
-        id=stable_id("evt", EventKind.PROPOSAL, p.id, p.state),
+        id=stable_id("evt", EventKind.PROPOSAL, p.id, p.state, len(p.evidence.finding_ids), p.rule),
         kind=EventKind.PROPOSAL,
         action=str(p.kind),
         severity=Severity.from_score(p.score),

@@ -144,3 +144,16 @@ def test_sample_event_for_export_test() -> None:
     assert e.id == sample_event(T0, sink="siem").id != sample_event(at(1), sink="siem").id
     assert "siem" in e.summary
     assert event_from_json(event_to_json(e)) == e
+
+
+def test_a_proposal_gaining_evidence_is_a_new_event_and_a_redelivery_is_not() -> None:
+    from dataclasses import replace
+
+    from tests.factories import make_proposal
+    from vmshadow.domain.proposal import Evidence
+    from vmshadow.export.event import from_proposal
+
+    first = make_proposal(1)
+    grown = replace(first, evidence=Evidence(finding_ids=("find-1", "find-2")))
+    assert from_proposal(first).id == from_proposal(replace(first)).id
+    assert from_proposal(grown).id != from_proposal(first).id
