@@ -7,10 +7,11 @@ import statistics
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from vmshadow.analysis.detector import Detector, DetectorSettings
-from vmshadow.analysis.hunting.episodes import MAX_EVIDENCE
+from vmshadow.analysis.hunting.episodes import MAX_EVIDENCE, RecentByKey
 from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, UDP, Flow
@@ -154,6 +155,17 @@ class BeaconingSettings(DetectorSettings):
     max_connections: int = 256  # per (source, destination, port, protocol)
 
 
+def _expire_connections(conv: Conversation, horizon_ms: int) -> bool:
+    """Drop connections that started before the horizon; True when none is left."""
+    kept = conv.connections
+    first = 0
+    while first < len(kept) and kept[first][0] < horizon_ms:
+        first += 1
+    if first:
+        del kept[:first]
+    return not kept
+
+
 @register
 class BeaconingDetector(Detector[BeaconingSettings]):
     """Detects beaconing: a source connecting to one service at regular intervals with regular sizes.
@@ -183,7 +195,9 @@ class BeaconingDetector(Detector[BeaconingSettings]):
     def __init__(self, settings: BeaconingSettings | None = None, context: Any = None) -> None:
         super().__init__(settings, context)
         self._window_ms = int(self.settings.window_s * 1000)
-        self._conversations: OrderedDict[str, Conversation] = OrderedDict()
+        self._recent: RecentByKey[Conversation] = RecentByKey(
+            window_ms=self._window_ms, max_keys=self.settings.max_keys
+        )
 
     def observe(self, flow: Flow) -> list[Finding]:
         s = self.settings
@@ -220,37 +234,8 @@ class BeaconingDetector(Detector[BeaconingSettings]):
         return [self._finding(flow, conv, result)]
 
     def _conversation(self, key: str, start_ms: int, at_ms: int) -> Conversation:
-        self._forget_stale(at_ms)
-        conv = self._conversations.get(key)
-        if conv is not None:
-            self._conversations.move_to_end(key)
-            horizon = max(conv.latest_ms, start_ms) - self._window_ms
-            kept = conv.connections
-            first = 0
-            while first < len(kept) and kept[first][0] < horizon:
-                first += 1
-            if first:
-                del kept[:first]
-            if not conv.connections:
-                conv = None
-        if conv is None:
-            conv = Conversation(started_ms=start_ms, next_milestone=self.settings.min_connections)
-            self._conversations[key] = conv
-            if len(self._conversations) > self.settings.max_keys:
-                self._conversations.popitem(last=False)
-        conv.latest_ms = max(conv.latest_ms, start_ms)
-        conv.started_ms = min(conv.started_ms, start_ms)
-        return conv
-
-    def _forget_stale(self, now_ms: int) -> None:
-        """Drop least recently touched conversations that went quiet (two per call keeps it O(1))."""
-        for _ in range(2):
-            if not self._conversations:
-                return
-            oldest = next(iter(self._conversations))
-            if self._conversations[oldest].latest_ms >= now_ms - self._window_ms:
-                return
-            del self._conversations[oldest]
+        fresh = partial(Conversation, started_ms=start_ms, next_milestone=self.settings.min_connections)
+        return self._recent.touch(key, start_ms, fresh, _expire_connections, now_ms=at_ms)
 
     def _finding(self, flow: Flow, conv: Conversation, r: BeaconScore) -> Finding:
         app = flow.application.split(".", 1)[0] if not flow.application_is_guessed else ""
@@ -303,7 +288,7 @@ class BeaconingDetector(Detector[BeaconingSettings]):
         )
 
     def snapshot(self) -> dict[str, Any]:
-        return {"conversations": [[k, c.to_json()] for k, c in self._conversations.items()]}
+        return {"conversations": [[k, c.to_json()] for k, c in self._recent.items.items()]}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._conversations = OrderedDict((str(k), Conversation.from_json(v)) for k, v in state["conversations"])
+        self._recent.items = OrderedDict((str(k), Conversation.from_json(v)) for k, v in state["conversations"])

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vmshadow.analysis.detector import Detector, DetectorSettings
-from vmshadow.analysis.hunting.episodes import MAX_EVIDENCE, EpisodeTracker
+from vmshadow.analysis.hunting.episodes import MAX_EVIDENCE, EpisodeTracker, RecentByKey
 from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, UDP, Flow
@@ -137,7 +137,8 @@ class ParentActivity:
         act.evidence.extend(str(e) for e in d["evidence"])
         return act
 
-    def expire(self, horizon_ms: int) -> None:
+    def expire(self, horizon_ms: int) -> bool:
+        """Drop what started before the horizon; True when no query is left."""
         while self.events and self.events[0][0] < horizon_ms:
             _, queries, size = self.events.popleft()
             self.queries -= queries
@@ -147,6 +148,7 @@ class ParentActivity:
             if seen >= horizon_ms:
                 break
             del self.subdomains[first]
+        return not self.events
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +194,7 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
         super().__init__(settings, context)
         s = self.settings
         self._window_ms = int(s.window_s * 1000)
-        self._parents: OrderedDict[str, ParentActivity] = OrderedDict()
+        self._recent: RecentByKey[ParentActivity] = RecentByKey(window_ms=self._window_ms, max_keys=s.max_keys)
         self._dga = EpisodeTracker(
             window_s=s.window_s, threshold=s.min_dga_domains, growth=s.growth,
             max_keys=s.max_keys, max_items=s.max_subdomains,
@@ -239,31 +241,7 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
         return [self._tunnel_finding(flow, parent, act, strength, name)]
 
     def _activity(self, key: str, at_ms: int) -> ParentActivity:
-        self._forget_stale(at_ms)
-        act = self._parents.get(key)
-        if act is not None:
-            self._parents.move_to_end(key)
-            act.expire(max(act.latest_ms, at_ms) - self._window_ms)
-            if not act.events:
-                act = None
-        if act is None:
-            act = ParentActivity(started_ms=at_ms)
-            self._parents[key] = act
-            if len(self._parents) > self.settings.max_keys:
-                self._parents.popitem(last=False)
-        act.latest_ms = max(act.latest_ms, at_ms)
-        act.started_ms = min(act.started_ms, at_ms)
-        return act
-
-    def _forget_stale(self, now_ms: int) -> None:
-        """Drop least recently touched pairs that went quiet (two per call keeps it O(1))."""
-        for _ in range(2):
-            if not self._parents:
-                return
-            oldest = next(iter(self._parents))
-            if self._parents[oldest].latest_ms >= now_ms - self._window_ms:
-                return
-            del self._parents[oldest]
+        return self._recent.touch(key, at_ms, lambda: ParentActivity(started_ms=at_ms), ParentActivity.expire)
 
     def _tunnel_finding(self, flow: Flow, parent: str, act: ParentActivity, strength: float, name: str) -> Finding:
         s = self.settings
@@ -367,8 +345,8 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
         )
 
     def snapshot(self) -> dict[str, Any]:
-        return {"parents": [[k, a.to_json()] for k, a in self._parents.items()], "dga": self._dga.snapshot()}
+        return {"parents": [[k, a.to_json()] for k, a in self._recent.items.items()], "dga": self._dga.snapshot()}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._parents = OrderedDict((str(k), ParentActivity.from_json(v)) for k, v in state["parents"])
+        self._recent.items = OrderedDict((str(k), ParentActivity.from_json(v)) for k, v in state["parents"])
         self._dga.restore(state["dga"])

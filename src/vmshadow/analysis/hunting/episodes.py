@@ -9,8 +9,9 @@ of findings (each with fresher evidence) rather than one per flow.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 MAX_EVIDENCE = 50
 
@@ -41,6 +42,64 @@ class Episode:
         return ep
 
 
+class Timed(Protocol):
+    started_ms: int
+    latest_ms: int
+
+
+T = TypeVar("T", bound=Timed)
+
+
+class RecentByKey(Generic[T]):
+    """Per-key state that follows activity, not history: least recently touched first, at most `max_keys` keys,
+    and keys gone quiet for a window forgotten as new flows arrive (two per call keeps it O(1)); without that a
+    spoofed flood would fill the table up to `max_keys`. Shared by every hunting detector that keeps state per key.
+    """
+
+    def __init__(self, *, window_ms: int, max_keys: int) -> None:
+        self.window_ms = window_ms
+        self.max_keys = max_keys
+        self.items: OrderedDict[str, T] = OrderedDict()
+
+    def touch(
+        self,
+        key: str,
+        at_ms: int,
+        fresh: Callable[[], T],
+        expire: Callable[[T, int], bool],
+        *,
+        now_ms: int | None = None,
+    ) -> T:
+        """The state of `key`, touched at `at_ms` (`now_ms`, default `at_ms`, ages out other keys).
+
+        `expire(state, horizon_ms)` drops what is older than the window and says whether nothing is left, in
+        which case `fresh()` starts the key over.
+        """
+        self._forget_stale(at_ms if now_ms is None else now_ms)
+        state = self.items.get(key)
+        if state is not None:
+            self.items.move_to_end(key)
+            if expire(state, max(state.latest_ms, at_ms) - self.window_ms):
+                state = None
+        if state is None:
+            state = fresh()
+            self.items[key] = state
+            if len(self.items) > self.max_keys:
+                self.items.popitem(last=False)
+        state.latest_ms = max(state.latest_ms, at_ms)
+        state.started_ms = min(state.started_ms, at_ms)
+        return state
+
+    def _forget_stale(self, now_ms: int) -> None:
+        for _ in range(2):
+            if not self.items:
+                return
+            oldest = next(iter(self.items))
+            if self.items[oldest].latest_ms >= now_ms - self.window_ms:
+                return
+            del self.items[oldest]
+
+
 class EpisodeTracker:
     """Per-key windowed item sets with bounded memory (keys and items are capped, oldest evicted)."""
 
@@ -50,24 +109,17 @@ class EpisodeTracker:
         self.growth = growth
         self.max_keys = max_keys
         self.max_items = max_items
-        self.episodes: OrderedDict[str, Episode] = OrderedDict()
+        self._recent: RecentByKey[Episode] = RecentByKey(window_ms=self.window_ms, max_keys=max_keys)
+
+    @property
+    def episodes(self) -> OrderedDict[str, Episode]:
+        return self._recent.items
 
     def add(self, key: str, item: str, at_ms: int, evidence: str) -> tuple[Episode, bool]:
         """Record `item` for `key` at flow time `at_ms`; return the episode and whether a milestone was reached."""
-        self._forget_stale(at_ms)
-        ep = self.episodes.get(key)
-        if ep is not None:
-            self.episodes.move_to_end(key)
-            self._expire(ep, max(ep.latest_ms, at_ms))
-            if not ep.items:
-                ep = None
-        if ep is None:
-            ep = Episode(started_ms=at_ms, next_milestone=self.threshold)
-            self.episodes[key] = ep
-            if len(self.episodes) > self.max_keys:
-                self.episodes.popitem(last=False)
-        ep.latest_ms = max(ep.latest_ms, at_ms)
-        ep.started_ms = min(ep.started_ms, at_ms)
+        ep = self._recent.touch(
+            key, at_ms, lambda: Episode(started_ms=at_ms, next_milestone=self.threshold), self._expire
+        )
         previous = ep.items.pop(item, None)
         ep.items[item] = max(at_ms, previous or at_ms)
         if len(ep.items) > self.max_items:
@@ -78,19 +130,8 @@ class EpisodeTracker:
             ep.next_milestone = max(ep.next_milestone, len(ep.items)) * self.growth
         return ep, reached
 
-    def _forget_stale(self, now_ms: int) -> None:
-        """Drop least recently touched episodes that have gone quiet: state follows activity, not history
-        (a spoofed flood would otherwise fill the table up to `max_keys`). Two per call keeps it O(1)."""
-        for _ in range(2):
-            if not self.episodes:
-                return
-            oldest_key = next(iter(self.episodes))
-            if self.episodes[oldest_key].latest_ms >= now_ms - self.window_ms:
-                return
-            del self.episodes[oldest_key]
-
-    def _expire(self, ep: Episode, now_ms: int) -> None:
-        horizon = now_ms - self.window_ms
+    @staticmethod
+    def _expire(ep: Episode, horizon: int) -> bool:
         # Items are appended in arrival order, so the oldest are in front: O(1) amortised per flow. A late
         # (out-of-order) flow sits behind newer items and ages out a little late, never early.
         while ep.items:
@@ -98,9 +139,10 @@ class EpisodeTracker:
             if first_seen >= horizon:
                 break
             del ep.items[first_key]
+        return not ep.items
 
     def snapshot(self) -> dict[str, Any]:
         return {"episodes": [[k, ep.to_json()] for k, ep in self.episodes.items()]}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.episodes = OrderedDict((str(k), Episode.from_json(v)) for k, v in state["episodes"])
+        self._recent.items = OrderedDict((str(k), Episode.from_json(v)) for k, v in state["episodes"])
