@@ -10,11 +10,12 @@ tests/golden/test_nft_compiler.py compares both and has `nft -c` check every exp
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+
+from golden_sync import arguments, sync
 
 from vmshadow.config.tmr_file import parse_tmr_text
 from vmshadow.enforcement.nft_compiler import compile_tmrset
@@ -45,21 +46,9 @@ def dump(document: dict[str, list[dict[str, object]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="list stale expected files, write nothing")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv)
     files = [(case / EXPECTED, render_case(case)) for case in case_dirs()]
-    stale = [(path, text) for path, text in files if not path.exists() or path.read_text(encoding="utf-8") != text]
-    for path, text in stale:
-        name = path.relative_to(CASES.parent.parent.parent)
-        if args.check:
-            print(f"stale: {name}")
-        else:
-            path.write_text(text, encoding="utf-8")
-            print(f"updated: {name}")
-    if not stale:
-        print(f"all {len(files)} expected files are up to date")
-    return 1 if stale and args.check else 0
+    return sync(files, relative_to=CASES.parent.parent.parent, check=args.check)
 
 
 if __name__ == "__main__":

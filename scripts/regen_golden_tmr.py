@@ -10,10 +10,11 @@ holds `codec.tmrset_to_json` of the result. tests/golden/test_tmr_errors.py comp
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from golden_sync import arguments, sync
 
 from vmshadow.config.tmr_file import parse_tmr_text
 from vmshadow.domain.codec import tmrset_to_json
@@ -65,25 +66,13 @@ def rendered() -> list[tuple[Path, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="list stale expected files, write nothing")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv)
     try:
         files = rendered()
     except CaseError as error:
         print(error, file=sys.stderr)
         return 2
-    stale = [(path, text) for path, text in files if not path.exists() or path.read_text(encoding="utf-8") != text]
-    for path, text in stale:
-        name = path.relative_to(GOLDEN.parent.parent)
-        if args.check:
-            print(f"stale: {name}")
-        else:
-            path.write_text(text, encoding="utf-8")
-            print(f"updated: {name}")
-    if not stale:
-        print(f"all {len(files)} expected files are up to date")
-    return 1 if stale and args.check else 0
+    return sync(files, relative_to=GOLDEN.parent.parent, check=args.check)
 
 
 if __name__ == "__main__":

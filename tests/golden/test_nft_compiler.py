@@ -12,22 +12,20 @@ evaluator (and so the impact replay) decides.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.golden.scripts import load_script
 from tests.integration import netlab
 from vmshadow.config.tmr_file import parse_tmr_text
 from vmshadow.domain.codec import tmrset_from_json, tmrset_to_json
@@ -41,17 +39,7 @@ from vmshadow.enforcement.nft_compiler import compile_tmrset
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_regen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("regen_golden_nft", ROOT / "scripts" / "regen_golden_nft.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-regen = _load_regen()
+regen = load_script("regen_golden_nft")
 CASES = regen.case_dirs()
 
 

@@ -7,15 +7,13 @@ intended change, run `python scripts/regen_golden_tmr.py` and review the diff of
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.golden.scripts import load_script
 from vmshadow.config.tmr_file import parse_tmr_text
 from vmshadow.domain.codec import tmrset_from_json
 from vmshadow.domain.errors import InputError
@@ -23,17 +21,7 @@ from vmshadow.domain.errors import InputError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_regen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("regen_golden_tmr", ROOT / "scripts" / "regen_golden_tmr.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-regen = _load_regen()
+regen = load_script("regen_golden_tmr")
 ERROR_CASES = regen.case_dirs(regen.ERROR_CASES)
 VALID_CASES = regen.case_dirs(regen.VALID_CASES)
 ISSUE_LINE = re.compile(r"^input\.yaml:[1-9][0-9]*: \S.*$")
