@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -10,11 +9,10 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from vmshadow.api.auth import Principal, Role, Tokens, requires
-from vmshadow.app.review import apply_proposal, decide_proposal, list_proposals, show_proposal
+from vmshadow.app.review import apply_proposal, decide_proposal, edit_proposal, list_proposals, show_proposal
 from vmshadow.app.tm import TMSettings
 from vmshadow.domain.codec import proposal_to_json
-from vmshadow.domain.errors import InputError, Issue
-from vmshadow.domain.net import PortRange, normalize_ports
+from vmshadow.domain.net import parse_ports
 from vmshadow.domain.proposal import ProposalState
 
 
@@ -32,20 +30,6 @@ class Edit(BaseModel):
     expires_at: datetime | None = None
     comment: str | None = Field(default=None, max_length=200)
     reason: str = Field(default="", max_length=2000)
-
-
-def _ports(values: list[str]) -> tuple[PortRange, ...]:
-    ranges = []
-    issues = []
-    for i, text in enumerate(values):
-        first, _, last = text.partition("-")
-        try:
-            ranges.append(PortRange(int(first), int(last or first)))
-        except ValueError:
-            issues.append(Issue(source="body", field=f"ports[{i}]", message=f"{text!r} is not a port or range"))
-    if issues:
-        raise InputError(issues)
-    return normalize_ports(ranges)
 
 
 def router(db_url: str, tm: TMSettings, tokens: Tokens) -> APIRouter:
@@ -86,26 +70,15 @@ def router(db_url: str, tm: TMSettings, tokens: Tokens) -> APIRouter:
 
     @r.post("/{proposal_id}/edit")
     def edit(proposal_id: str, body: Edit, who: Principal = approver) -> dict[str, Any]:
-        current = show_proposal(db_url, proposal_id).proposal
-        if current.rule is None:
-            raise InputError(Issue(source=f"proposal {proposal_id}", field="rule", message="an alert has no rule"))
-        changes: dict[str, Any] = {}
-        if body.priority is not None:
-            changes["priority"] = body.priority
-        if body.ports is not None:
-            changes["ports"] = _ports(body.ports)
-        if body.expires_at is not None:
-            changes["expires_at"] = body.expires_at
-        if body.comment is not None:
-            changes["comment"] = body.comment
-        if not changes:
-            raise InputError(Issue(source="body", message="nothing to change"))
-        try:
-            edited = replace(current.rule, **changes)
-        except ValueError as exc:
-            raise InputError(Issue(source="body", field="rule", message=str(exc))) from None
-        moved = decide_proposal(
-            db_url, proposal_id, ProposalState.EDITED, actor=who.name, reason=body.reason, edited_rule=edited
+        moved = edit_proposal(
+            db_url,
+            proposal_id,
+            actor=who.name,
+            reason=body.reason,
+            priority=body.priority,
+            ports=None if body.ports is None else parse_ports(body.ports, "body"),
+            expires_at=body.expires_at,
+            comment=body.comment,
         )
         return proposal_to_json(moved)
 

@@ -6,13 +6,14 @@ state `approved` reaches the enforcer, and it is marked `applied` only after the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from vmshadow.app.stores import opened
 from vmshadow.app.tm import ApplyResult, TMSettings, open_enforcer
 from vmshadow.domain.decision import Decision
 from vmshadow.domain.errors import IllegalTransitionError, InputError, Issue, NotFoundError
+from vmshadow.domain.net import PortRange
 from vmshadow.domain.proposal import Proposal, ProposalState, can_transition
 from vmshadow.domain.tmr import TMR, TMRSet
 from vmshadow.ports.store import Store
@@ -62,6 +63,40 @@ def decide_proposal(
         )  # fmt: skip
         store.record_decision(decision, moved)
         return moved
+
+
+def edit_proposal(
+    db_url: str,
+    proposal_id: str,
+    *,
+    actor: str,
+    reason: str = "",
+    priority: int | None = None,
+    ports: tuple[PortRange, ...] | None = None,
+    expires_at: datetime | None = None,
+    comment: str | None = None,
+    at: datetime | None = None,
+) -> Proposal:
+    """Change the fields given of a proposal's rule; the decision keeps the rule before and after."""
+    source = f"proposal {proposal_id}"
+    with opened(db_url) as store:
+        rule = _get(store, proposal_id).rule
+    if rule is None:
+        raise InputError(Issue(source=source, field="rule", message="an alert has no rule"))
+    changes = {
+        k: v
+        for k, v in (("priority", priority), ("ports", ports), ("expires_at", expires_at), ("comment", comment))
+        if v is not None
+    }
+    if not changes:
+        raise InputError(Issue(source=source, message="nothing to change"))
+    try:
+        edited = replace(rule, **changes)  # type: ignore[arg-type]
+    except ValueError as exc:  # the TMR's own checks (ports need tcp/udp, a timezone on expires_at)
+        raise InputError(Issue(source=source, field="rule", message=str(exc))) from None
+    return decide_proposal(
+        db_url, proposal_id, ProposalState.EDITED, actor=actor, reason=reason, edited_rule=edited, at=at
+    )
 
 
 def apply_proposal(

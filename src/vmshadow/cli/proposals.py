@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import getpass
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from vmshadow.app.review import apply_proposal, decide_proposal, list_proposals, show_proposal
+from vmshadow.app.review import apply_proposal, decide_proposal, edit_proposal, list_proposals, show_proposal
 from vmshadow.app.tm import DEFAULT_BRIDGE, DEFAULT_DB, TMSettings
 from vmshadow.cli.analyze import db_url
 from vmshadow.cli.output import console, fail, print_json
 from vmshadow.domain.codec import proposal_to_json
-from vmshadow.domain.errors import InputError, Issue, VmshadowError
-from vmshadow.domain.net import PortRange, normalize_ports
+from vmshadow.domain.errors import VmshadowError
+from vmshadow.domain.net import parse_ports
 from vmshadow.domain.proposal import Proposal, ProposalState
 
 app = typer.Typer(help="Review proposals: list, show, approve, reject, edit, stage, apply.", no_args_is_help=True)
@@ -141,27 +140,15 @@ def edit(
 ) -> None:
     """Edit a proposal's rule (priority, ports, expiry, comment); the before/after is audited."""
     try:
-        current = show_proposal(db_url(db), proposal_id).proposal
-        if current.rule is None:
-            raise InputError(Issue(source=f"proposal {proposal_id}", field="rule", message="an alert has no rule"))
-        rule = current.rule
-        changes: dict[str, object] = {}
-        if priority is not None:
-            changes["priority"] = priority
-        if ports is not None:
-            changes["ports"] = _parse_ports(ports)
-        if expires_in is not None:
-            changes["expires_at"] = datetime.now(UTC) + timedelta(seconds=expires_in)
-        if comment is not None:
-            changes["comment"] = comment
-        if not changes:
-            raise InputError(Issue(source="edit", message="nothing to change: give --priority, --ports, ..."))
-        try:
-            edited = replace(rule, **changes)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise InputError(Issue(source=f"proposal {proposal_id}", field="rule", message=str(exc))) from None
-        moved = decide_proposal(
-            db_url(db), proposal_id, ProposalState.EDITED, actor=actor or _me(), reason=reason, edited_rule=edited
+        moved = edit_proposal(
+            db_url(db),
+            proposal_id,
+            actor=actor or _me(),
+            reason=reason,
+            priority=priority,
+            ports=None if ports is None else parse_ports([] if ports.strip() == "any" else ports.split(","), "--ports"),
+            expires_at=None if expires_in is None else datetime.now(UTC) + timedelta(seconds=expires_in),
+            comment=comment,
         )
     except VmshadowError as exc:
         fail(exc)
@@ -170,19 +157,6 @@ def edit(
     else:
         assert moved.rule is not None
         console.print(f"{moved.id}: edited, rule now {moved.rule.describe()} (priority {moved.rule.priority})")
-
-
-def _parse_ports(text: str) -> tuple[PortRange, ...]:
-    if text.strip() == "any":
-        return ()
-    ranges = []
-    for part in text.split(","):
-        first, _, last = part.strip().partition("-")
-        try:
-            ranges.append(PortRange(int(first), int(last or first)))
-        except ValueError:
-            raise InputError(Issue(source="--ports", message=f"{part.strip()!r} is not a port or range")) from None
-    return normalize_ports(ranges)
 
 
 @app.command("apply")

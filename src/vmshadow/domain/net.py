@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+from vmshadow.domain.errors import InputError, Issue
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -79,6 +82,21 @@ def normalize_ports(ports: tuple[PortRange, ...] | list[PortRange]) -> tuple[Por
         else:
             merged.append(r)
     return tuple(merged)
+
+
+def parse_ports(texts: Sequence[str], source: str) -> tuple[PortRange, ...]:
+    """Ports written as ``"22"`` or ``"8000-8080"``, normalised; no text means every port. Every bad entry is
+    reported (as ``ports[i]``) in one `InputError`."""
+    ranges, issues = [], []
+    for i, text in enumerate(texts):
+        first, _, last = text.strip().partition("-")
+        try:
+            ranges.append(PortRange(int(first), int(last or first)))
+        except ValueError:
+            issues.append(Issue(source=source, field=f"ports[{i}]", message=f"{text.strip()!r} is not a port or range"))
+    if issues:
+        raise InputError(issues)
+    return normalize_ports(ranges)
 
 
 def format_ports(ports: tuple[PortRange, ...]) -> str:
