@@ -12,7 +12,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from vmshadow.domain.tmr import TMRSet
 from vmshadow.flows.live import LiveSource, PortHealth
 from vmshadow.ports.store import Store
 from vmshadow.refinement.guardrails import GuardRails
-from vmshadow.refinement.merge import merge_proposals
+from vmshadow.refinement.merge import keep_decision
 from vmshadow.refinement.recommender import RecommendContext, Recommender
 from vmshadow.stages.analyze import run_analyze
 from vmshadow.stages.recommend import run_recommend
@@ -97,20 +97,13 @@ class EmbeddedService:
         if findings:
             context = RecommendContext(now=self.clock(), flows=tuple(self.recent), guard_rails=self.guard_rails)
             fresh = run_recommend(findings, self.tmrset, self.recommenders, context, self.trust())
-            proposals = [self._keep_state(p) for p in fresh]
+            proposals = [keep_decision(self.store.proposal(p.id), p) for p in fresh]
         self.store.save_batch(flows=flows, findings=findings, proposals=proposals)
         self._pending_flows, self._pending_findings = [], []
         if findings or proposals:
             self.on_stored(findings, proposals)
         for p in proposals:
             self.on_proposal(p)
-
-    def _keep_state(self, fresh: Proposal) -> Proposal:
-        stored = self.store.proposal(fresh.id)
-        if stored is None:
-            return fresh
-        merged = merge_proposals([stored, fresh])[0]
-        return replace(merged, state=stored.state, created_at=stored.created_at)
 
     def write_status(self) -> None:
         """Per-VMN health as JSON, written atomically (rename) so readers never see half a file."""

@@ -114,7 +114,14 @@ def current_trust(
 ) -> float:
     """The recommender's trust now, for `RecommendContext.trust`: 0.5 for one without outcomes."""
     with opened(db_url) as store:
-        outcomes = store.outcomes(recommender=recommender)
+        return trust_in(store, recommender, at, half_life)
+
+
+def trust_in(
+    store: Store, recommender: str, at: datetime | None = None, half_life: timedelta = DEFAULT_HALF_LIFE
+) -> float:
+    """`current_trust` over a store the caller already holds (the service asks on every batch of findings)."""
+    outcomes = store.outcomes(recommender=recommender)
     return trust_from_outcomes(outcomes, at or datetime.now(UTC), half_life, recommender=recommender).trust
 
 

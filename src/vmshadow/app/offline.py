@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
-from vmshadow.app.feedback import current_trust
-from vmshadow.app.intel import valid_indicators
+from vmshadow.app.feedback import trust_in
+from vmshadow.app.stores import opened
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
@@ -21,8 +21,9 @@ from vmshadow.domain.tmr import TMRSet
 from vmshadow.domain.vmn import VMNMap
 from vmshadow.flows.capture_file import CaptureInfo
 from vmshadow.flows.pcap import PcapSource
+from vmshadow.ports.store import Store
 from vmshadow.refinement.guardrails import GuardRails
-from vmshadow.refinement.merge import merge_proposals
+from vmshadow.refinement.merge import keep_decision
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.analyze import run_analyze
 from vmshadow.stages.recommend import run_recommend
@@ -64,8 +65,22 @@ def analyze_captures(
     everything is stored in one transaction, and proposals already stored keep their state and gain evidence.
     `guard_rails` (from the settings file) bound what the recommenders may propose; the defaults otherwise."""
     source = PcapSource(paths, tmrset.vmn_map)  # checks every capture first
-    if db_url is not None:  # indicators imported into the store count too
-        indicators = [*indicators, *valid_indicators(db_url, now)]
+    with ExitStack() as stack:
+        store = stack.enter_context(opened(db_url)) if db_url is not None else None
+        return _analyze(source, tmrset, store, now, indicators, progress, guard_rails)
+
+
+def _analyze(
+    source: PcapSource,
+    tmrset: TMRSet,
+    store: Store | None,
+    now: datetime,
+    indicators: Sequence[Indicator],
+    progress: Progress | None,
+    guard_rails: GuardRails | None,
+) -> AnalysisReport:
+    if store is not None:  # indicators imported into the store count too
+        indicators = [*indicators, *store.indicators(at=now)]
     detectors = build_detectors(DetectorContext(indicators=tuple(indicators)))
     flows: list[Flow] = []
     findings: list[Finding] = []
@@ -79,20 +94,9 @@ def analyze_captures(
     context = RecommendContext(now=now, flows=flows, guard_rails=guard_rails or GuardRails())
     recommenders = [cls() for cls in recommender_types().values()]
     # trust is earned in a store; without one every recommender starts from the prior
-    trust = {r.name: current_trust(db_url, r.name, now) for r in recommenders} if db_url is not None else None
+    trust = {r.name: trust_in(store, r.name, now) for r in recommenders} if store is not None else None
     proposals = run_recommend(findings, tmrset, recommenders, context, trust)
-    if db_url is not None:
-        store = open_store(db_url)
-        try:
-            stored = {p.id: p for p in (store.proposal(x.id) for x in proposals) if p is not None}
-            proposals = [_keep_state(stored[p.id], p) if p.id in stored else p for p in proposals]
-            store.save_batch(flows=flows, findings=findings, proposals=proposals)
-        finally:
-            store.close()
+    if store is not None:
+        proposals = [keep_decision(store.proposal(p.id), p) for p in proposals]
+        store.save_batch(flows=flows, findings=findings, proposals=proposals)
     return AnalysisReport(tuple(source.captures), tuple(flows), tuple(findings), tuple(proposals))
-
-
-def _keep_state(stored: Proposal, fresh: Proposal) -> Proposal:
-    """A re-proposed rule adds evidence to the stored proposal; the administrator's decision stands."""
-    merged = merge_proposals([stored, fresh])[0]
-    return replace(merged, state=stored.state, created_at=stored.created_at)

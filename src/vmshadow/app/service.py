@@ -11,8 +11,7 @@ from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
 from vmshadow.app.embedded import EmbeddedService, OnStored
-from vmshadow.app.feedback import current_trust
-from vmshadow.app.intel import valid_indicators
+from vmshadow.app.feedback import trust_in
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.tm import ApplyResult, TMSettings, apply_tmrset, open_enforcer
 from vmshadow.capture import shadow_port
@@ -108,20 +107,19 @@ def build_service(
         return out
 
     recommenders = [cls() for cls in recommender_types().values()]
+    store = open_store(options.db_url)  # one store for the service's life: no re-open (and migration check) per batch
     return EmbeddedService(
         source=LiveSource(ports, tmrset.vmn_map, snapshot_length=_snaplen(watched)),
-        store=open_store(options.db_url),
+        store=store,
         tmrset=tmrset,
-        detectors=build_detectors(
-            DetectorContext(indicators=(*indicators, *valid_indicators(options.db_url, datetime.now(UTC))))
-        ),
+        detectors=build_detectors(DetectorContext(indicators=(*indicators, *store.indicators(at=datetime.now(UTC))))),
         recommenders=recommenders,
         status_path=options.status_path,
         mirror_counters=mirrored,
         on_proposal=on_proposal,
         on_stored=on_stored,
         guard_rails=guard_rails or GuardRails(),
-        trust=lambda: {r.name: current_trust(options.db_url, r.name) for r in recommenders},
+        trust=lambda: {r.name: trust_in(store, r.name) for r in recommenders},
     )
 
 

@@ -32,3 +32,12 @@ def merge_proposals(proposals: Sequence[Proposal]) -> list[Proposal]:
     for p in proposals:
         merged[p.id] = _merge(merged[p.id], p) if p.id in merged else p
     return list(merged.values())
+
+
+def keep_decision(stored: Proposal | None, fresh: Proposal) -> Proposal:
+    """A proposal made again: the stored one gains the fresh evidence, but keeps its state and creation time
+    (an administrator's decision stands). Without a stored one, the fresh proposal as it is."""
+    if stored is None:
+        return fresh
+    merged = merge_proposals([stored, fresh])[0]
+    return replace(merged, state=stored.state, created_at=stored.created_at)
