@@ -39,6 +39,32 @@ OnProposal = Callable[[Proposal], None]
 OnStored = Callable[[Sequence[Finding], Sequence[Proposal]], object]  # after the batch is stored, e.g. export
 
 
+@dataclass
+class Periodic:
+    """Work the service does every `every_s` seconds between batches (intel refresh, outcome measuring, export).
+
+    A task that raises is logged in the status file and tried again at its next turn: one failing duty must not
+    stop metering.
+    """
+
+    name: str
+    every_s: float
+    run: Callable[[], object]
+    last_run: datetime | None = None
+    last_error: str | None = None
+
+    def due(self, now: datetime) -> bool:
+        return self.last_run is None or (now - self.last_run).total_seconds() >= self.every_s
+
+    def tick(self, now: datetime) -> None:
+        self.last_run = now
+        try:
+            self.run()
+            self.last_error = None
+        except Exception as exc:  # reported in the status file, retried next turn
+            self.last_error = f"{type(exc).__name__}: {exc}"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -57,6 +83,7 @@ class EmbeddedService:
     guard_rails: GuardRails = GuardRails()  # noqa: RUF009 - frozen, safely shared
     clock: Clock = utc_now
     trust: Callable[[], dict[str, float]] = dict  # recommender name -> trust now; empty: the prior
+    periodic: Sequence[Periodic] = ()
     recent: deque[Flow] = field(default_factory=lambda: deque(maxlen=RECENT_FLOWS))
     _pending_flows: list[Flow] = field(default_factory=list)
     _pending_findings: list[Finding] = field(default_factory=list)
@@ -79,6 +106,7 @@ class EmbeddedService:
                     if stop.is_set() or (self.clock() - last_flush).total_seconds() >= FLUSH_EVERY_S:
                         break
                 self._flush()
+                self._run_periodic()
                 self.write_status()
                 last_flush = self.clock()
         finally:
@@ -105,6 +133,12 @@ class EmbeddedService:
         for p in proposals:
             self.on_proposal(p)
 
+    def _run_periodic(self) -> None:
+        now = self.clock()
+        for task in self.periodic:
+            if task.due(now):
+                task.tick(now)
+
     def write_status(self) -> None:
         """Per-VMN health as JSON, written atomically (rename) so readers never see half a file."""
         now = self.mirror_counters()
@@ -113,7 +147,15 @@ class EmbeddedService:
             for vmn, counters in now.items()
         }
         rows = [_health_row(h, mirrored.get(h.vmn, {})) for h in self.source.health.values()]
-        document = {"updated_at": self.clock().isoformat(), "pid": os.getpid(), "vmns": rows}
+        document = {
+            "updated_at": self.clock().isoformat(),
+            "pid": os.getpid(),
+            "vmns": rows,
+            "periodic": [
+                {"name": t.name, "last_run": t.last_run.isoformat() if t.last_run else None, "error": t.last_error}
+                for t in self.periodic
+            ],
+        }
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(document, indent=2))
