@@ -273,6 +273,29 @@ def test_a_redelivered_decision_changes_nothing(store: SqlStore) -> None:
     assert store.proposal(p.id) == replace(p, state=S.APPROVED)
 
 
+def test_decisions_after_a_sequence_number_page_through_the_log_in_order(store: SqlStore) -> None:
+    p = make_proposal(1)
+    for n, (a, b) in enumerate([(S.PROPOSED, S.STAGED), (S.STAGED, S.APPROVED), (S.APPROVED, S.APPLIED)], 1):
+        store.record_decision(make_decision(n, p.id, a, b, decided_at=at(10 - n)), replace(p, state=b))
+    everything = store.decisions_after(0)
+    assert [d.id for _, d in everything] == ["dec-1", "dec-2", "dec-3"]
+    assert [d for _, d in everything] == store.decisions()
+    seqs = [seq for seq, _ in everything]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert [d.id for _, d in store.decisions_after(seqs[0], limit=1)] == ["dec-2"]
+    assert store.decisions_after(seqs[-1]) == []
+
+
+def test_finding_counts_are_per_detector(store: SqlStore) -> None:
+    assert store.finding_counts() == {}
+    findings = [make_finding(1), make_finding(2), make_finding(3, detector="intel.match")]
+    store.save_batch(findings=findings)
+    expected: dict[str, int] = {}
+    for f in findings:
+        expected[f.detector] = expected.get(f.detector, 0) + 1
+    assert store.finding_counts() == expected
+
+
 def test_a_decision_about_another_proposal_is_refused(store: SqlStore) -> None:
     with pytest.raises(ValueError, match="not proposal"):
         store.record_decision(make_decision(1, "prop-9", S.PROPOSED, S.STAGED), make_proposal(1))
@@ -460,6 +483,18 @@ def test_outcomes_filter_by_recommender_and_proposal(store: SqlStore) -> None:
     assert [o.id for o in store.outcomes(proposal_id="prop-2")] == ["out-2"]
     assert [o.id for o in store.outcomes(recommender="deny_scanner", proposal_id="prop-2")] == []
     assert store.outcomes(recommender="nobody") == []
+
+
+def test_outcomes_after_a_sequence_number_page_in_recording_order(store: SqlStore) -> None:
+    store.save_batch(proposals=[make_proposal(1)])
+    for n in (3, 1, 2):
+        store.record_outcome(make_outcome(n))
+    everything = store.outcomes_after(0)
+    assert [o.id for _, o in everything] == ["out-3", "out-1", "out-2"]
+    first_seq = everything[0][0]
+    assert [o.id for _, o in store.outcomes_after(first_seq)] == ["out-1", "out-2"]
+    assert [o.id for _, o in store.outcomes_after(first_seq, limit=1)] == ["out-1"]
+    assert store.outcomes_after(everything[-1][0]) == []
 
 
 def test_a_recorded_outcome_is_never_duplicated_nor_rewritten(store: SqlStore) -> None:

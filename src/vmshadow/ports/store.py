@@ -43,6 +43,10 @@ class Store(Protocol):
 
     def findings(self, *, since: datetime | None = None) -> list[Finding]: ...
 
+    def finding_counts(self) -> dict[str, int]:
+        """Findings stored per detector name."""
+        ...
+
     def finding(self, finding_id: str) -> Finding | None: ...
 
     def proposal(self, proposal_id: str) -> Proposal | None: ...
@@ -55,6 +59,10 @@ class Store(Protocol):
 
     def decisions(self, proposal_id: str | None = None) -> list[Decision]:
         """Oldest first."""
+        ...
+
+    def decisions_after(self, seq: int, *, limit: int = 1000) -> list[tuple[int, Decision]]:
+        """Decisions recorded after sequence number `seq` (0: from the first), oldest first, with their numbers."""
         ...
 
     def save_tmr_version(
@@ -75,6 +83,10 @@ class Store(Protocol):
 
     def outcomes(self, *, recommender: str | None = None, proposal_id: str | None = None) -> list[Outcome]:
         """In recording order."""
+        ...
+
+    def outcomes_after(self, seq: int, *, limit: int = 1000) -> list[tuple[int, Outcome]]:
+        """Outcomes recorded after sequence number `seq` (0: from the first), in recording order, with numbers."""
         ...
 
     def record_trust(self, snapshot: TrustSnapshot) -> None:

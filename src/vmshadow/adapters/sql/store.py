@@ -299,6 +299,14 @@ class SqlStore:
         with self._engine.connect() as conn:
             return [codec.finding_from_json(data) for data in conn.scalars(query)]
 
+    def finding_counts(self) -> dict[str, int]:
+        c = t.findings.c
+        with self._engine.connect() as conn:
+            return {
+                row.detector: int(row.n)
+                for row in conn.execute(select(c.detector, func.count().label("n")).group_by(c.detector))
+            }
+
     def finding(self, finding_id: str) -> Finding | None:
         with self._engine.connect() as conn:
             data = conn.scalar(select(t.findings.c.data).where(t.findings.c.id == finding_id))
@@ -323,20 +331,13 @@ class SqlStore:
         if proposal_id is not None:
             query = query.where(c.proposal_id == proposal_id)
         with self._engine.connect() as conn:
-            return [
-                Decision(
-                    id=row.id,
-                    proposal_id=row.proposal_id,
-                    from_state=ProposalState(row.from_state),
-                    to_state=ProposalState(row.to_state),
-                    actor=row.actor,
-                    decided_at=row.decided_at,
-                    reason=row.reason,
-                    before=row.before,
-                    after=row.after,
-                )
-                for row in conn.execute(query)
-            ]
+            return [_decision_of(row) for row in conn.execute(query)]
+
+    def decisions_after(self, seq: int, *, limit: int = 1000) -> list[tuple[int, Decision]]:
+        c = t.decisions.c
+        query = select(t.decisions).where(c.seq > seq).order_by(c.seq).limit(limit)
+        with self._engine.connect() as conn:
+            return [(row.seq, _decision_of(row)) for row in conn.execute(query)]
 
     def outcomes(self, *, recommender: str | None = None, proposal_id: str | None = None) -> list[Outcome]:
         c = t.outcomes.c
@@ -346,20 +347,13 @@ class SqlStore:
         if proposal_id is not None:
             query = query.where(c.proposal_id == proposal_id)
         with self._engine.connect() as conn:
-            return [
-                Outcome(
-                    id=row.id,
-                    proposal_id=row.proposal_id,
-                    recommender=row.recommender,
-                    kind=OutcomeKind(row.kind),
-                    observed_at=row.observed_at,
-                    value=row.value,
-                    weight=row.weight,
-                    actor=row.actor,
-                    detail=row.detail,
-                )
-                for row in conn.execute(query)
-            ]
+            return [_outcome_of(row) for row in conn.execute(query)]
+
+    def outcomes_after(self, seq: int, *, limit: int = 1000) -> list[tuple[int, Outcome]]:
+        c = t.outcomes.c
+        query = select(t.outcomes).where(c.seq > seq).order_by(c.seq).limit(limit)
+        with self._engine.connect() as conn:
+            return [(row.seq, _outcome_of(row)) for row in conn.execute(query)]
 
     def trust_history(self, recommender: str | None = None) -> list[TrustSnapshot]:
         c = t.trust_history.c
@@ -496,3 +490,31 @@ def _trust_row(s: TrustSnapshot) -> Row:
         "beta": float(s.beta),
         "outcomes": s.outcomes,
     }
+
+
+def _decision_of(row: Any) -> Decision:
+    return Decision(
+        id=row.id,
+        proposal_id=row.proposal_id,
+        from_state=ProposalState(row.from_state),
+        to_state=ProposalState(row.to_state),
+        actor=row.actor,
+        decided_at=row.decided_at,
+        reason=row.reason,
+        before=row.before,
+        after=row.after,
+    )
+
+
+def _outcome_of(row: Any) -> Outcome:
+    return Outcome(
+        id=row.id,
+        proposal_id=row.proposal_id,
+        recommender=row.recommender,
+        kind=OutcomeKind(row.kind),
+        observed_at=row.observed_at,
+        value=row.value,
+        weight=row.weight,
+        actor=row.actor,
+        detail=row.detail,
+    )
