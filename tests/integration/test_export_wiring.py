@@ -11,10 +11,11 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,7 +27,8 @@ from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
 from vmshadow.api.app import create_app
 from vmshadow.api.auth import Principal, Role, Tokens, token_digest
-from vmshadow.app.embedded import EmbeddedService
+from vmshadow.app.embedded import EmbeddedService, Periodic
+from vmshadow.app.export_audit import AuditExport
 from vmshadow.app.exporting import Exporter, events_of
 from vmshadow.app.offline import analyze_captures
 from vmshadow.app.tm import TMSettings
@@ -393,3 +395,76 @@ def test_run_refuses_bad_settings_before_it_watches_anything(tmp_path: Path) -> 
     assert result.returncode == 2
     assert f"{settings}:3: export.sinks[0].syslog.transport: unknown transport 'carrier-pigeon'" in result.stderr
     assert not (tmp_path / "status.json").exists()
+
+
+def test_a_decision_made_in_another_process_while_the_service_runs_reaches_the_sink(tmp_path: Path) -> None:
+    settings = load_settings(file_sink_settings(tmp_path))
+    db = tmp_path / "v.db"
+    store = open_store(f"sqlite:///{db}")
+    exporter = Exporter(settings.export)
+    audit = AuditExport(store, exporter.publish, tmp_path / "queues" / "audit-position.json")
+    service = EmbeddedService(
+        source=ReplaySource(shared_data() / SSH_GUESS),  # type: ignore[arg-type]
+        store=store,
+        tmrset=load_tmr_file(EXAMPLE_RULES),
+        detectors=build_detectors(DetectorContext()),
+        recommenders=[cls() for cls in recommender_types().values()],
+        status_path=tmp_path / "status.json",
+        on_stored=exporter.publish_stored,
+        periodic=[Periodic("export.audit", 0.2, audit.run)],
+    )
+    stop = threading.Event()
+    found: dict[str, object] = {}
+
+    def decision_lines() -> list[dict[str, Any]]:
+        path = tmp_path / "events.jsonl"
+        lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [d for d in lines if d["event"]["dataset"] == "vmshadow.decision"]
+
+    def administrator() -> None:  # the service publishes from its own thread (the queue's), as `vmshadow run` does
+        try:
+            proposals = wait_for(lambda: store.proposals(), timeout_s=30)
+            found["approve"] = vmshadow(
+                "proposals", "approve", proposals[0].id, "--reason", "seen it", "--db", db, "--actor", "eve"
+            )
+            found["decisions"] = wait_for(decision_lines, timeout_s=20)
+        finally:
+            stop.set()
+
+    admin = threading.Thread(target=administrator)
+    exporter.start()
+    admin.start()
+    try:
+        service.run(stop)
+    finally:
+        stop.set()
+        admin.join(timeout=60)
+        exporter.close()
+        store.close()
+    approved = found["approve"]
+    assert isinstance(approved, subprocess.CompletedProcess)
+    assert approved.returncode == 0, approved.stderr
+    decisions = found.get("decisions")
+    assert isinstance(decisions, list), "no decision event reached the sink"
+    assert len(decisions) == 1
+    assert decisions[0]["event"]["action"] == "approved"
+    assert "eve moved proposal" in str(decisions[0]["message"])
+    assert "seen it" in str(decisions[0]["message"])
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["periodic"][0]["name"] == "export.audit"
+    assert status["periodic"][0]["error"] is None
+
+
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T], *, timeout_s: float) -> T:
+    """The first truthy value `probe` gives within `timeout_s`; fails the test otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(0.05)

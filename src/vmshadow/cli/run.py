@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from vmshadow.app.embedded import Periodic
+from vmshadow.app.export_audit import AuditExport
 from vmshadow.app.exporting import Exporter
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.service import ServiceOptions, build_service, cleanup, enforce, watched_vmns
@@ -23,6 +25,9 @@ from vmshadow.domain.tmr import TMRSet
 from vmshadow.intel.plain_list import load_plain_list
 
 _shown: set[str] = set()
+
+AUDIT_POSITION = "audit-position.json"  # how far decisions and outcomes were exported, beside the queues
+AUDIT_EVERY_S = 2.0
 
 
 def _show(p: Proposal) -> None:
@@ -101,6 +106,12 @@ def run(
             exporter.close()
         fail(exc)
     if exporter is not None:
+        try:
+            audit = AuditExport(service.store, exporter.publish, settings.export.queue_dir / AUDIT_POSITION)
+        except VmshadowError as exc:
+            exporter.close()
+            fail(exc)
+        service.periodic = (*service.periodic, Periodic("export.audit", AUDIT_EVERY_S, audit.run))
         exporter.start()
         console.print(f"exporting to {', '.join(exporter.sink_names)}", highlight=False)
     names = ", ".join(f"{w.vmn.name} ({w.port.shadow_interface})" for w in watched)

@@ -12,6 +12,7 @@ from vmshadow.export.event import (
     from_decision,
     from_finding,
     from_outcome,
+    from_outcome_record,
     from_proposal,
     sample_event,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "from_decision",
     "from_finding",
     "from_outcome",
+    "from_outcome_record",
     "from_proposal",
     "sample_event",
 ]

@@ -19,6 +19,7 @@ from vmshadow.domain.decision import Decision
 from vmshadow.domain.finding import Finding, Measured, Severity
 from vmshadow.domain.ids import stable_id
 from vmshadow.domain.net import PortRange
+from vmshadow.domain.outcome import Outcome, Polarity
 from vmshadow.domain.proposal import Proposal, ProposalState
 from vmshadow.domain.tmr import Endpoint, EndpointKind
 
@@ -279,7 +280,7 @@ def from_outcome(
 ) -> ExportEvent:
     """An outcome (hits, false-positive report, rollback, expiry) of an applied proposal.
 
-    The domain has no outcome type yet (feedback/ is not built); this keyword form is the seam it will call.
+    `from_outcome_record` builds it from a stored `Outcome`.
     """
     return ExportEvent(
         id=stable_id("evt", EventKind.OUTCOME, outcome_id),
@@ -291,6 +292,22 @@ def from_outcome(
         subject_id=outcome_id,
         rule_id=recommender,
         data={"id": outcome_id, "proposal_id": proposal_id, "measured": dict(measured or {})},
+    )
+
+
+def from_outcome_record(o: Outcome) -> ExportEvent:
+    """A stored outcome. A bad outcome (a false-positive report, a rollback) is worth a look: severity low."""
+    bad = o.polarity is Polarity.BAD
+    detail = f" ({o.detail})" if o.detail else ""
+    return from_outcome(
+        outcome_id=o.id,
+        proposal_id=o.proposal_id,
+        recommender=o.recommender,
+        action=str(o.kind),
+        occurred_at=o.observed_at,
+        summary=f"proposal {o.proposal_id} of {o.recommender}: {o.kind} {o.value:g} by {o.actor}{detail}",
+        measured={"value": o.value, "weight": o.weight, "actor": o.actor, "detail": o.detail},
+        severity=Severity.LOW if bad else Severity.INFO,
     )
 
 
