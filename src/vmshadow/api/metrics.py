@@ -1,9 +1,11 @@
 """`/metrics`: Prometheus exposition, collected at scrape time from the service's status file and the store.
 
 Per VMN: packets mirrored (tc mirred action, GSO segments), analysed and dropped (socket) as the meter read them,
-flows produced and flows shed (queue). Proposals by state. With export settings (`vmshadow api --settings`), per
-sink: export queue depth, dead letters, delivered, failed attempts and possible duplicates, read from the queue
-files without writing to them. Nothing is cached between scrapes.
+flows produced and flows shed (queue), and the flow rate over the service's last status interval. From the store:
+findings by detector, proposals by state, and each recommender's trust now (the same Beta posterior that ranks and
+gates its proposals; every registered recommender, the prior 0.5 for one without outcomes). With export settings
+(`vmshadow api --settings`), per sink: export queue depth, dead letters, delivered, failed attempts and possible
+duplicates, read from the queue files without writing to them. Nothing is cached between scrapes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from vmshadow.analysis.registry import detector_types
 from vmshadow.api.auth import Principal, Role, Tokens, requires
 from vmshadow.app.exporting import export_stats
-from vmshadow.app.review import list_proposals
+from vmshadow.app.stores import opened
 from vmshadow.config.settings import ExportSettings
 from vmshadow.domain.proposal import ProposalState
+from vmshadow.feedback.trust import trust_by_recommender
+from vmshadow.refinement.recommender import recommender_types
 
 _VMN_COUNTERS = (
     (
@@ -67,13 +73,38 @@ class VmshadowCollector(Collector):
             for row in rows:
                 family.add_metric([str(row.get("vmn", ""))], float(row.get(key, 0)))
             yield family
-        by_state = Counter(str(p.state) for p in list_proposals(self.db_url))
+        rate = GaugeMetricFamily(
+            "vmshadow_flows_per_second", "Flows metered per second over the last status interval", labels=["vmn"]
+        )
+        for row in rows:
+            rate.add_metric([str(row.get("vmn", ""))], float(row.get("flows_per_s", 0.0)))
+        yield rate
+        yield from self._store_metrics()
+        if self.export is not None:
+            yield from self._export_metrics(self.export)
+
+    def _store_metrics(self) -> Iterator[Metric]:
+        with opened(self.db_url) as store:  # one unit of work per scrape
+            stored = store.proposals()
+            findings_by_detector = store.finding_counts()
+            names = set(recommender_types()) | {p.recommender for p in stored}
+            trust = trust_by_recommender(store.outcomes(), datetime.now(UTC), recommenders=names)
+        findings = CounterMetricFamily("vmshadow_findings", "Findings stored, by detector", labels=["detector"])
+        for detector in sorted(set(detector_types()) | set(findings_by_detector)):
+            findings.add_metric([detector], float(findings_by_detector.get(detector, 0)))
+        yield findings
+        by_state = Counter(str(p.state) for p in stored)
         proposals = GaugeMetricFamily("vmshadow_proposals", "Proposals by review state", labels=["state"])
         for state in ProposalState:
             proposals.add_metric([str(state)], float(by_state.get(str(state), 0)))
         yield proposals
-        if self.export is not None:
-            yield from self._export_metrics(self.export)
+        gauge = GaugeMetricFamily(
+            "vmshadow_recommender_trust", "Trust in the recommender now (0..1; below the gate: alerts only)",
+            labels=["recommender"],
+        )  # fmt: skip
+        for name, snapshot in sorted(trust.items()):
+            gauge.add_metric([name], snapshot.trust)
+        yield gauge
 
     def _export_metrics(self, export: ExportSettings) -> Iterator[Metric]:
         stats = export_stats(export)  # a sink whose queue does not exist yet has nothing queued or counted

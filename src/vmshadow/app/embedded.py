@@ -88,6 +88,7 @@ class EmbeddedService:
     _pending_flows: list[Flow] = field(default_factory=list)
     _pending_findings: list[Finding] = field(default_factory=list)
     _mirrored_at_start: dict[str, dict[str, int]] = field(default_factory=dict)
+    _last_status: tuple[datetime, dict[str, int]] | None = None  # when, and flows per VMN then: for flows/s
 
     def run(self, stop: threading.Event) -> None:
         """Meter and analyse until `stop` is set; then stop the meters and store what is pending."""
@@ -146,9 +147,17 @@ class EmbeddedService:
             vmn: {k: v - self._mirrored_at_start.get(vmn, {}).get(k, 0) for k, v in counters.items()}
             for vmn, counters in now.items()
         }
-        rows = [_health_row(h, mirrored.get(h.vmn, {})) for h in self.source.health.values()]
+        at = self.clock()
+        flows = {h.vmn: h.flows for h in self.source.health.values()}
+        rates: dict[str, float] = {}
+        if self._last_status is not None:
+            elapsed = (at - self._last_status[0]).total_seconds()
+            if elapsed > 0:
+                rates = {vmn: max(0, n - self._last_status[1].get(vmn, 0)) / elapsed for vmn, n in flows.items()}
+        self._last_status = (at, flows)
+        rows = [_health_row(h, mirrored.get(h.vmn, {}), rates.get(h.vmn, 0.0)) for h in self.source.health.values()]
         document = {
-            "updated_at": self.clock().isoformat(),
+            "updated_at": at.isoformat(),
             "pid": os.getpid(),
             "vmns": rows,
             "periodic": [
@@ -162,7 +171,7 @@ class EmbeddedService:
         tmp.replace(self.status_path)
 
 
-def _health_row(h: PortHealth, mirrored: dict[str, int]) -> dict[str, Any]:
+def _health_row(h: PortHealth, mirrored: dict[str, int], flows_per_s: float) -> dict[str, Any]:
     return {
         "vmn": h.vmn,
         "shadow_port": h.interface,
@@ -172,5 +181,6 @@ def _health_row(h: PortHealth, mirrored: dict[str, int]) -> dict[str, Any]:
         "socket_dropped_packets": h.socket_dropped,
         "queue_dropped_flows": h.queue_dropped,
         "flows": h.flows,
+        "flows_per_s": round(flows_per_s, 3),
         "error": h.error,
     }

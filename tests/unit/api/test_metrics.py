@@ -8,23 +8,29 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.factories import make_proposal
+from tests.factories import at, make_finding, make_proposal
 from vmshadow.adapters.sql import open_store
 from vmshadow.api.app import create_app
 from vmshadow.api.auth import Principal, Role, Tokens, token_digest
 from vmshadow.app.tm import TMSettings
+from vmshadow.domain.outcome import Outcome, OutcomeKind
 from vmshadow.domain.proposal import ProposalState
 
 
 def test_metrics_expose_vmn_health_and_proposals(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'v.db'}"
     store = open_store(db)
-    store.save_batch(proposals=[make_proposal(1), make_proposal(2, state=ProposalState.APPROVED)])
+    store.save_batch(
+        proposals=[make_proposal(1), make_proposal(2, state=ProposalState.APPROVED)],
+        findings=[make_finding(1), make_finding(2), make_finding(3, detector="intel.match")],
+    )
+    store.record_outcome(Outcome("out-1", "prop-1", "deny_scanner", OutcomeKind.FALSE_POSITIVE, at(900)))
     store.close()
     status = tmp_path / "status.json"
     status.write_text(
         json.dumps({"vmns": [
-            {"vmn": "vm1", "mirrored_packets": 120, "analysed_packets": 118, "socket_dropped_packets": 2, "flows": 9},
+            {"vmn": "vm1", "mirrored_packets": 120, "analysed_packets": 118, "socket_dropped_packets": 2, "flows": 9,
+             "flows_per_s": 4.5},
             {"vmn": "vm2", "mirrored_packets": 7, "analysed_packets": 7, "queue_dropped_flows": 3, "flows": 1},
         ]})
     )  # fmt: skip
@@ -44,6 +50,14 @@ def test_metrics_expose_vmn_health_and_proposals(tmp_path: Path) -> None:
     assert samples[("vmshadow_proposals", (("state", "proposed"),))] == 1
     assert samples[("vmshadow_proposals", (("state", "approved"),))] == 1
     assert samples[("vmshadow_proposals", (("state", "rejected"),))] == 0
+    assert samples[("vmshadow_flows_per_second", (("vmn", "vm1"),))] == 4.5
+    assert samples[("vmshadow_flows_per_second", (("vmn", "vm2"),))] == 0
+    assert samples[("vmshadow_findings_total", (("detector", "hunting.port_scan"),))] == 2
+    assert samples[("vmshadow_findings_total", (("detector", "intel.match"),))] == 1
+    assert samples[("vmshadow_findings_total", (("detector", "hunting.brute_force"),))] == 0  # registered, none yet
+    # A false positive pulls the recommender below the prior; a registered one without outcomes sits at the prior.
+    assert samples[("vmshadow_recommender_trust", (("recommender", "deny_scanner"),))] < 0.5
+    assert samples[("vmshadow_recommender_trust", (("recommender", "refinement.scoped_deny"),))] == 0.5
 
 
 def test_metrics_without_a_running_service_have_no_vmn_series(tmp_path: Path) -> None:
