@@ -468,3 +468,40 @@ def wait_for(probe: Callable[[], T], *, timeout_s: float) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         time.sleep(0.05)
+
+
+def test_export_status_shows_each_queue_and_the_audit_position(tmp_path: Path) -> None:
+    settings_path = file_sink_settings(tmp_path)
+    before = vmshadow("export", "status", "--settings", settings_path, "--json")
+    assert before.returncode == 0, before.stderr
+    document = json.loads(before.stdout)
+    assert [(r["sink"], r["started"], r["depth"]) for r in document["sinks"]] == [("jsonl", False, 0)]
+    assert document["audit_exported_upto"] == {"decisions": 0, "outcomes": 0}
+
+    settings = load_settings(settings_path)
+    events = [sample_event(datetime.now(UTC)), replace(sample_event(datetime.now(UTC)), id="evt-2")]
+    with Exporter(settings.export) as exporter:
+        exporter.publish(events)
+        waiting = json.loads(vmshadow("export", "status", "--settings", settings_path, "--json").stdout)["sinks"][0]
+        exporter.drain(timeout_s=10)
+    sent = json.loads(vmshadow("export", "status", "--settings", settings_path, "--json").stdout)["sinks"][0]
+    assert (waiting["started"], waiting["depth"], waiting["delivered"]) == (True, 2, 0)
+    assert waiting["oldest_age_s"] is not None
+    assert (sent["depth"], sent["delivered"], sent["failures"], sent["target"]) == (
+        0,
+        2,
+        0,
+        str(tmp_path / "events.jsonl"),
+    )
+    table = vmshadow("export", "status", "--settings", settings_path)
+    assert table.returncode == 0
+    assert "jsonl" in table.stdout
+    assert "audit log exported up to decision 0, outcome 0" in table.stdout
+
+
+def test_export_status_names_a_bad_settings_file(tmp_path: Path) -> None:
+    bad = tmp_path / "settings.yaml"
+    bad.write_text("export:\n  sinks:\n    - name: x\n      type: carrier-pigeon\n")
+    result = vmshadow("export", "status", "--settings", bad)
+    assert result.returncode == 2
+    assert "settings.yaml:4" in result.stderr

@@ -27,6 +27,7 @@ from vmshadow.domain.outcome import Outcome
 from vmshadow.export.event import ExportEvent, from_decision, from_outcome_record
 from vmshadow.ports.store import Store
 
+AUDIT_POSITION = "audit-position.json"  # the file's name, in the export queue directory
 GAP_GRACE_S = 60.0
 PAGE = 1000
 
@@ -141,3 +142,9 @@ def _read_positions(path: Path) -> tuple[LogPosition, LogPosition]:
         raise InputError(
             Issue(str(path), f"unreadable export position ({exc}); delete the file to export the audit log again")
         ) from exc
+
+
+def read_audit_position(path: Path) -> dict[str, int]:
+    """How far each log has been exported (every number up to it), for `vmshadow export status`; 0: nothing yet."""
+    decisions, outcomes = _read_positions(path)
+    return {"decisions": decisions.upto, "outcomes": outcomes.upto}

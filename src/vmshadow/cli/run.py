@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from vmshadow.app.embedded import Periodic
-from vmshadow.app.export_audit import AuditExport
+from vmshadow.app.export_audit import AUDIT_POSITION, AuditExport
 from vmshadow.app.exporting import Exporter
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.service import ServiceOptions, build_service, cleanup, enforce, watched_vmns
@@ -26,8 +26,7 @@ from vmshadow.intel.plain_list import load_plain_list
 
 _shown: set[str] = set()
 
-AUDIT_POSITION = "audit-position.json"  # how far decisions and outcomes were exported, beside the queues
-AUDIT_EVERY_S = 2.0
+AUDIT_EVERY_S = 2.0  # how often decisions and outcomes recorded elsewhere are looked for
 
 
 def _show(p: Proposal) -> None:
