@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from vmshadow import __version__
-from vmshadow.api import errors, intel, metrics, proposals
+from vmshadow.api import errors, intel, metrics, proposals, recommenders
 from vmshadow.api.auth import Tokens
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.tm import TMSettings
@@ -31,6 +31,7 @@ def create_app(
     app.include_router(proposals.router(db_url, tm, tokens))
     app.include_router(metrics.router(db_url, status_path, tokens, export))
     app.include_router(intel.router(db_url, tokens))
+    app.include_router(recommenders.router(db_url, tokens))
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:

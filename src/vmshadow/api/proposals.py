@@ -9,10 +9,19 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from vmshadow.api.auth import Principal, Role, Tokens, requires
-from vmshadow.app.review import apply_proposal, decide_proposal, edit_proposal, list_proposals, show_proposal
+from vmshadow.app.feedback import report_false_positive
+from vmshadow.app.review import (
+    apply_proposal,
+    decide_proposal,
+    edit_proposal,
+    list_proposals,
+    rollback_proposal,
+    show_proposal,
+)
 from vmshadow.app.tm import TMSettings
 from vmshadow.domain.codec import proposal_to_json
 from vmshadow.domain.net import parse_ports
+from vmshadow.domain.outcome import outcome_to_json
 from vmshadow.domain.proposal import ProposalState
 
 
@@ -86,5 +95,14 @@ def router(db_url: str, tm: TMSettings, tokens: Tokens) -> APIRouter:
     def apply(proposal_id: str, who: Principal = approver) -> dict[str, Any]:
         moved, result = apply_proposal(tm, proposal_id, actor=who.name)
         return {"proposal": proposal_to_json(moved), "applied": result.to_json()}
+
+    @r.post("/{proposal_id}/rollback")
+    def rollback(proposal_id: str, body: Reason, who: Principal = approver) -> dict[str, Any]:
+        moved, result = rollback_proposal(tm, proposal_id, actor=who.name, reason=body.reason)
+        return {"proposal": proposal_to_json(moved), "applied": result.to_json()}
+
+    @r.post("/{proposal_id}/false-positive")
+    def false_positive(proposal_id: str, body: Reason, who: Principal = analyst) -> dict[str, Any]:
+        return outcome_to_json(report_false_positive(db_url, proposal_id, actor=who.name, reason=body.reason))
 
     return r

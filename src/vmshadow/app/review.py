@@ -16,6 +16,7 @@ from vmshadow.domain.errors import IllegalTransitionError, InputError, Issue, No
 from vmshadow.domain.net import PortRange
 from vmshadow.domain.proposal import Proposal, ProposalState, can_transition
 from vmshadow.domain.tmr import TMR, TMRSet
+from vmshadow.feedback.measure import outcomes_from_decisions
 from vmshadow.ports.store import Store
 from vmshadow.review.lifecycle import decide
 
@@ -125,4 +126,35 @@ def apply_proposal(
             proposal, ProposalState.APPLIED, actor=actor, at=now, reason=f"version {applied.version}"
         )
         enforcer.store.record_decision(decision, moved)
+        return moved, ApplyResult(applied.version, applied.applied_at, enforcer.last_report)
+
+
+def rollback_proposal(
+    settings: TMSettings, proposal_id: str, *, actor: str, reason: str, at: datetime | None = None
+) -> tuple[Proposal, ApplyResult]:
+    """Take an applied proposal's rule out of force: the TMRSet in force without it, as one new version; the
+    proposal becomes `rolled_back` and its recommender gets a rolled-back outcome (trust falls) at once.
+
+    A reason is required (it is the audit trail of a mistake). If the kernel refuses the new version, nothing is
+    recorded and the rule stays in force."""
+    now = at or datetime.now(UTC)
+    source = f"proposal {proposal_id}"
+    if not reason.strip():
+        raise InputError(Issue(source=source, field="reason", message="a rollback needs a reason"))
+    with open_enforcer(settings) as enforcer:
+        proposal = _get(enforcer.store, proposal_id)
+        if not can_transition(proposal.state, ProposalState.ROLLED_BACK) or proposal.rule is None:
+            decide(proposal, ProposalState.ROLLED_BACK, actor=actor, at=now)  # raises the precise refusal
+            raise IllegalTransitionError(Issue(source=source, message="cannot be rolled back"))
+        current = enforcer.current()
+        in_force = current.tmrset if current is not None else TMRSet()
+        target = in_force.without(proposal.rule.id)  # already gone (an earlier version rollback): still recorded
+        applied = enforcer.apply(target, now, comment=f"rollback of proposal {proposal_id} by {actor}")
+        assert enforcer.last_report is not None
+        moved, decision = decide(
+            proposal, ProposalState.ROLLED_BACK, actor=actor, at=now, reason=f"{reason} (version {applied.version})"
+        )
+        enforcer.store.record_decision(decision, moved)
+        for outcome in outcomes_from_decisions({moved.id: moved}, [decision]):
+            enforcer.store.record_outcome(outcome)
         return moved, ApplyResult(applied.version, applied.applied_at, enforcer.last_report)

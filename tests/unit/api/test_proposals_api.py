@@ -13,6 +13,8 @@ from vmshadow.api.app import create_app
 from vmshadow.api.auth import Principal, Role, Tokens, load_tokens, token_digest
 from vmshadow.app.tm import TMSettings
 from vmshadow.domain.errors import InputError
+from vmshadow.domain.proposal import ProposalState
+from vmshadow.review.lifecycle import decide
 
 TOKENS = {"v-token": ("vic", Role.VIEWER), "a-token": ("ann", Role.APPROVER), "f-token": ("feed", Role.INTEL_FEED)}
 
@@ -103,3 +105,51 @@ def test_tokens_file_is_validated_with_locations(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         load_tokens(bad)
     assert [i.field for i in caught.value.issues] == ["tokens[0].role", "tokens[1]"]
+
+
+def applied(db: str, n: int) -> None:
+    """Mark prop-n applied in the store (as the TM would), without the kernel."""
+    store = open_store(db)
+    try:
+        p = store.proposal(f"prop-{n}")
+        assert p is not None
+        for target in (ProposalState.APPROVED, ProposalState.APPLIED):
+            p, d = decide(p, target, actor="ann", at=p.created_at)
+            store.record_decision(d, p)
+    finally:
+        store.close()
+
+
+def test_false_positive_reports_lower_trust_and_refuse_what_was_never_applied(client: TestClient, db: str) -> None:
+    before = {r["recommender"]: r["trust"] for r in client.get("/recommenders", headers=auth("v-token")).json()}
+    name = make_proposal(1).recommender
+    assert before[name] == 0.5
+    never = client.post("/proposals/prop-2/false-positive", json={"reason": "x"}, headers=auth("a-token"))
+    assert never.status_code == 400, "a proposal never applied cannot be a false positive"
+    applied(db, 1)
+    assert (
+        client.post("/proposals/prop-1/false-positive", json={"reason": "x"}, headers=auth("v-token")).status_code
+        == 403
+    )
+    reported = client.post(
+        "/proposals/prop-1/false-positive", json={"reason": "the nightly backup"}, headers=auth("a-token")
+    )
+    assert reported.status_code == 200, reported.text
+    assert (reported.json()["kind"], reported.json()["actor"]) == ("false_positive", "ann")
+    after = {r["recommender"]: r["trust"] for r in client.get("/recommenders", headers=auth("v-token")).json()}
+    assert after[name] < 0.5
+    listed = client.get("/outcomes", params={"proposal": "prop-1"}, headers=auth("v-token")).json()
+    assert [o["kind"] for o in listed] == ["false_positive"]
+
+
+def test_rollback_needs_a_reason_and_an_applied_proposal_and_changes_nothing_otherwise(
+    client: TestClient, db: str
+) -> None:
+    no_reason = client.post("/proposals/prop-1/rollback", json={}, headers=auth("a-token"))
+    assert no_reason.status_code == 400
+    assert no_reason.json()["issues"][0]["field"] == "reason"
+    unapplied = client.post("/proposals/prop-1/rollback", json={"reason": "wrong"}, headers=auth("a-token"))
+    assert unapplied.status_code == 409
+    assert "cannot go from proposed to rolled_back" in unapplied.json()["issues"][0]["message"]
+    assert client.post("/proposals/prop-1/rollback", json={"reason": "x"}, headers=auth("v-token")).status_code == 403
+    assert decisions(db, "prop-1") == 0
