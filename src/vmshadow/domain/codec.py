@@ -11,7 +11,7 @@ from vmshadow.domain.flow import Flow
 from vmshadow.domain.ids import stable_id
 from vmshadow.domain.indicator import Indicator, IndicatorType
 from vmshadow.domain.net import PortRange, Protocol
-from vmshadow.domain.proposal import Evidence, Impact, Proposal, ProposalKind, ProposalState
+from vmshadow.domain.proposal import Evidence, Impact, Proposal, ProposalKind, ProposalState, VMNImpact
 from vmshadow.domain.tmr import TMR, Action, Endpoint, EndpointKind, Origin, TMRSet
 from vmshadow.domain.vmn import VMN, Group
 
@@ -151,9 +151,38 @@ def proposal_to_json(p: Proposal) -> JSON:
             "newly_allowed_flows": p.impact.newly_allowed_flows,
             "vmns_affected": list(p.impact.vmns_affected),
             "examples": list(p.impact.examples),
+            **_impact_extras(p.impact),
         },
         "conflicts": list(p.conflicts),
     }
+
+
+def _impact_extras(i: Impact) -> JSON:
+    """The window and per-VMN parts of an impact, only when it has them: proposals made before they existed
+    (and the golden export events) keep their exact JSON."""
+    extras: JSON = {}
+    if i.since is not None:
+        extras["since"] = _time(i.since)
+    if i.per_vmn:
+        extras["per_vmn"] = [
+            {
+                "vmn": v.vmn,
+                "newly_blocked_flows": v.newly_blocked_flows,
+                "newly_allowed_flows": v.newly_allowed_flows,
+                "examples": list(v.examples),
+            }
+            for v in i.per_vmn
+        ]
+    return extras
+
+
+def _vmn_impact_from_json(d: JSON) -> VMNImpact:
+    return VMNImpact(
+        vmn=d["vmn"],
+        newly_blocked_flows=int(d.get("newly_blocked_flows", 0)),
+        newly_allowed_flows=int(d.get("newly_allowed_flows", 0)),
+        examples=tuple(d.get("examples", [])),
+    )
 
 
 def proposal_from_json(d: JSON) -> Proposal:
@@ -185,6 +214,8 @@ def proposal_from_json(d: JSON) -> Proposal:
             newly_allowed_flows=int(im.get("newly_allowed_flows", 0)),
             vmns_affected=tuple(im.get("vmns_affected", [])),
             examples=tuple(im.get("examples", [])),
+            since=_parse_time(im.get("since")),
+            per_vmn=tuple(_vmn_impact_from_json(v) for v in im.get("per_vmn", [])),
         ),
         conflicts=tuple(d.get("conflicts", [])),
     )

@@ -55,14 +55,30 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class VMNImpact:
+    """One VMN's share of an impact: its flows (as source or destination) whose verdict would change."""
+
+    vmn: str
+    newly_blocked_flows: int = 0
+    newly_allowed_flows: int = 0
+    examples: tuple[str, ...] = ()  # community_ids of its affected flows
+
+
+@dataclass(frozen=True, slots=True)
 class Impact:
-    """What the proposal would change on recorded flows, replayed through the TMRSet before and after."""
+    """What the proposal would change on recorded flows, replayed through the TMRSet before and after.
+
+    `since`: the start of the replayed window (flows that ended earlier were left out); None when every recorded
+    flow given was replayed. `per_vmn`: the change per VMN, by name (a flow between two VMNs counts for both).
+    """
 
     flows_replayed: int = 0
     newly_blocked_flows: int = 0
     newly_allowed_flows: int = 0
     vmns_affected: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()  # community_ids of affected flows
+    since: datetime | None = None
+    per_vmn: tuple[VMNImpact, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """Imports every built-in recommender so that the registry knows them."""
 
-from vmshadow.refinement import scoped_deny
+from vmshadow.refinement import add_allow, reprioritize, scoped_deny, temporary_exception
 
-__all__ = ["scoped_deny"]
+__all__ = ["add_allow", "reprioritize", "scoped_deny", "temporary_exception"]
