@@ -87,6 +87,17 @@ def test_approve_then_apply_blocks_the_scanner_and_is_audited(net: netlab.Lab, t
         ]
         history = json.loads(vmshadow("tmrs", "history", *tm, "--json").stdout)
         assert history["in_force"] == 2
+
+        no_reason = vmshadow("proposals", "rollback", pid, *tm)
+        assert no_reason.exit_code == 2
+        assert "a rollback needs a reason" in no_reason.stderr
+        assert not vm1.connect(vm2.address, SERVICE, timeout=BLOCKED_S), "a refused rollback changes nothing"
+        rolled = vmshadow("proposals", "rollback", pid, *tm, "--reason", "was a backup", "--actor", "bob", "--json")
+        assert rolled.exit_code == 0, rolled.stderr
+        assert json.loads(rolled.stdout)["applied"]["version"] == 3
+        assert vm1.connect(vm2.address, SERVICE), "after the rollback vm1 reaches vm2 again"
+        shown = json.loads(vmshadow("proposals", "show", pid, "--db", db, "--json").stdout)
+        assert (shown["state"], shown["decisions"][-1]["actor"]) == ("rolled_back", "bob")
     finally:
         netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)
 
@@ -102,6 +113,10 @@ def test_illegal_moves_are_refused_and_change_nothing(net: netlab.Lab, tmp_path:
         again = vmshadow("proposals", "approve", pid, "--db", db)
         assert again.exit_code == 2
         assert "cannot go from rejected to approved" in again.stderr
+        back = vmshadow("proposals", "rollback", pid, "--db", db, "--bridge", net.bridge, "--netns", net.host_ns,
+                        "--reason", "x")  # fmt: skip
+        assert back.exit_code == 2
+        assert "cannot go from rejected to rolled_back" in back.stderr
         shown = json.loads(vmshadow("proposals", "show", pid, "--db", db, "--json").stdout)
         assert shown["state"] == "rejected"
         assert len(shown["decisions"]) == 1

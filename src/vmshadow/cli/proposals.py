@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vmshadow.app.review import apply_proposal, decide_proposal, edit_proposal, list_proposals, show_proposal
+from vmshadow.app.review import (
+    apply_proposal,
+    decide_proposal,
+    edit_proposal,
+    list_proposals,
+    rollback_proposal,
+    show_proposal,
+)
 from vmshadow.app.tm import DEFAULT_BRIDGE, DEFAULT_DB, TMSettings
 from vmshadow.cli.analyze import db_url
 from vmshadow.cli.output import console, fail, print_json
@@ -178,3 +185,25 @@ def apply_(
         print_json({"proposal": proposal_to_json(moved), "applied": result.to_json()})
     else:
         console.print(f"{moved.id}: applied as TMR version {result.version} (rollback: vmshadow tmrs rollback N)")
+
+
+@app.command("rollback")
+def rollback(
+    proposal_id: str,
+    reason: Annotated[str, typer.Option("--reason", help="Required.")] = "",
+    db: Db = DEFAULT_DB,
+    bridge: Annotated[list[str] | None, typer.Option("--bridge", help="Managed bridge (repeatable).")] = None,
+    netns: Annotated[str | None, typer.Option("--netns", help="Run nft inside this network namespace.")] = None,
+    actor: Actor = "",
+    as_json: Json = False,
+) -> None:
+    """Take an applied proposal's rule out of force (a new version without it); its recommender's trust falls."""
+    settings = TMSettings(db_url=db_url(db), bridges=tuple(bridge or [DEFAULT_BRIDGE]), netns=netns)
+    try:
+        moved, result = rollback_proposal(settings, proposal_id, actor=actor or _me(), reason=reason)
+    except VmshadowError as exc:
+        fail(exc)
+    if as_json:
+        print_json({"proposal": proposal_to_json(moved), "applied": result.to_json()})
+    else:
+        console.print(f"{moved.id}: rolled back; TMR version {result.version} is in force without its rule")
