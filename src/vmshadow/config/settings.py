@@ -9,6 +9,8 @@
       max_blocked_share: 0.05
       max_proposals: 50
       rate_window_s: 3600
+    refinement:
+      impact_window_s: 86400     # impact replays the last day of recorded flows
     export:
       queue_dir: var/export
       sinks:
@@ -43,12 +45,15 @@ from vmshadow.domain.finding import Severity
 from vmshadow.export.event import EventFilter, EventKind
 from vmshadow.export.sinks import TLSOptions, Transport
 from vmshadow.refinement.guardrails import GuardRails, NeverBlock
+from vmshadow.refinement.impact import DEFAULT_WINDOW
 
 FORMAT_VERSION = 1
 
-TOP_KEYS = ("version", "guard_rails", "export")
+TOP_KEYS = ("version", "guard_rails", "refinement", "export")
 GUARD_KEYS = ("never_block", "max_blocked_share", "max_proposals", "rate_window_s")
 NEVER_BLOCK_KEYS = ("network", "label")
+REFINEMENT_KEYS = ("impact_window_s",)
+MAX_IMPACT_WINDOW_S = 366 * 86400.0
 EXPORT_KEYS = ("queue_dir", "sinks")
 SINK_KEYS = ("name", "type", "filter", "file", "syslog", "webhook")
 FILTER_KEYS = ("kinds", "min_severity")
@@ -133,8 +138,17 @@ class ExportSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RefinementSettings:
+    """What the recommenders see beyond the guard-rails: `impact_window` is the span of recorded flows an impact
+    replays (`RecommendContext.impact_window`)."""
+
+    impact_window: timedelta = DEFAULT_WINDOW
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     guard_rails: GuardRails = GuardRails()  # noqa: RUF009 - frozen, safely shared
+    refinement: RefinementSettings = RefinementSettings()
     export: ExportSettings = ExportSettings()
     source: str = ""
 
@@ -192,11 +206,13 @@ class _SettingsReader:
                 shown = str(version) if type(version) is int else describe(version)
                 reader.report(("version",), f"unsupported settings version {shown}; this vmshadow reads version 1")
         guard_rails = self._guard_rails(root.get("guard_rails"))
+        refinement = self._refinement(root.get("refinement"))
         export = self._export(root.get("export"))
         reader.raise_if_any()
         assert guard_rails is not None
+        assert refinement is not None
         assert export is not None
-        return Settings(guard_rails=guard_rails, export=export, source=reader.document.source)
+        return Settings(guard_rails=guard_rails, refinement=refinement, export=export, source=reader.document.source)
 
     # guard-rails
 
@@ -247,6 +263,23 @@ class _SettingsReader:
             reader.report(path, parsed)
             return None
         return NeverBlock(parsed, label)
+
+    # refinement
+
+    def _refinement(self, value: object) -> RefinementSettings | None:
+        path: Path = ("refinement",)
+        if value is None:
+            return RefinementSettings()
+        fields = self.reader.mapping(path, value, REFINEMENT_KEYS)
+        if fields is None:
+            return None
+        window = RefinementSettings().impact_window
+        if "impact_window_s" in fields:
+            seconds = self._number((*path, "impact_window_s"), fields["impact_window_s"], 1.0, MAX_IMPACT_WINDOW_S)
+            if seconds is None:
+                return None
+            window = timedelta(seconds=seconds)
+        return RefinementSettings(impact_window=window)
 
     # export
 

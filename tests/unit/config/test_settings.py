@@ -173,7 +173,7 @@ def test_every_problem_is_reported_at_once_with_its_line_and_field(tmp_path: Pat
         "it must hold the HMAC secret",
         "settings.yaml:22: export.sinks[3].webhook.retries: 99 is outside 0-20",
         "settings.yaml:23: export.sinks[4].file: required field is missing: a sink of type file needs a file section",
-        "settings.yaml:25: colour: unknown key; expected one of: version, guard_rails, export",
+        "settings.yaml:25: colour: unknown key; expected one of: version, guard_rails, refinement, export",
     ]
     assert found == expected
 
@@ -233,3 +233,24 @@ def test_secrets_can_be_left_unread_for_stats_readers(tmp_path: Path) -> None:
     (sink,) = settings.export.sinks
     assert isinstance(sink.target, WebhookSinkSettings)
     assert sink.target.secret is None
+
+
+def test_the_impact_window_defaults_to_a_day_and_can_be_set(tmp_path: Path) -> None:
+    assert parse("# nothing\n", tmp_path).refinement.impact_window == timedelta(hours=24)
+    settings = parse("refinement: {impact_window_s: 3600}\n", tmp_path)
+    assert settings.refinement.impact_window == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("refinement: {impact_window_s: 0}\n", "refinement.impact_window_s: 0 is outside 1-"),
+        ("refinement: {impact_window_s: a day}\n", "refinement.impact_window_s: expected a number"),
+        ("refinement: {impact_window: 3600}\n", "refinement"),
+        ("refinement: [1]\n", "refinement: expected a mapping"),
+    ],
+)
+def test_a_bad_refinement_section_is_located(tmp_path: Path, text: str, message: str) -> None:
+    found = problems(text, tmp_path)
+    assert any(message in line for line in found), found
+    assert all(line.startswith("settings.yaml:1:") for line in found)
