@@ -2,6 +2,7 @@
 
     measure("sqlite:///var/vmshadow.db", enforcer.counters())       # hits, findings after the apply, rollbacks
     report_false_positive(db, "prop-…", actor="alice", reason="backup job, not a scan")
+    record_tmrs_rollback(store, before, after, actor="alice", version=3)  # inside `vmshadow tmrs rollback 3`
     recompute_trust(db)                                               # one stored snapshot per recommender
     ScopedDenyRecommender().propose(findings, tmrset, RecommendContext(now, trust=current_trust(db, "deny")))
 
@@ -18,6 +19,7 @@ from vmshadow.app.stores import opened
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.outcome import Outcome, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
+from vmshadow.domain.tmr import TMRSet
 from vmshadow.feedback.measure import (
     DEFAULT_QUIET,
     false_positive,
@@ -25,8 +27,10 @@ from vmshadow.feedback.measure import (
     outcomes_from_decisions,
     outcomes_from_findings,
 )
+from vmshadow.feedback.rollback import undone_by_rollback
 from vmshadow.feedback.trust import DEFAULT_HALF_LIFE, trust_by_recommender, trust_from_outcomes
 from vmshadow.ports.store import Store
+from vmshadow.review.lifecycle import decide
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +147,21 @@ def recommender_trust(
 def list_outcomes(db_url: str, *, recommender: str | None = None, proposal_id: str | None = None) -> list[Outcome]:
     with opened(db_url) as store:
         return store.outcomes(recommender=recommender, proposal_id=proposal_id)
+
+
+def record_tmrs_rollback(
+    store: Store, before: TMRSet, after: TMRSet, *, actor: str, version: int, at: datetime | None = None
+) -> list[Proposal]:
+    """After the TMRSet was rolled back from `before` to `after` (the version `version`), every applied proposal
+    whose rule that took back becomes `rolled_back` (audited, `actor`) and its recommender gets a rolled-back
+    outcome at once, lowering its trust. Returns the proposals as moved. Running it again finds none left."""
+    now = at or datetime.now(UTC)
+    moved: list[Proposal] = []
+    for proposal in undone_by_rollback(before, after, store.proposals(state=ProposalState.APPLIED)):
+        done, decision = decide(
+            proposal, ProposalState.ROLLED_BACK, actor=actor, at=now, reason=f"TMRSet rolled back to version {version}"
+        )
+        store.record_decision(decision, done)
+        _record(store, outcomes_from_decisions({done.id: done}, [decision]))
+        moved.append(done)
+    return moved
