@@ -3,6 +3,7 @@
     measure("sqlite:///var/vmshadow.db", enforcer.counters())       # hits, findings after the apply, rollbacks
     report_false_positive(db, "prop-…", actor="alice", reason="backup job, not a scan")
     record_tmrs_rollback(store, before, after, actor="alice", version=3)  # inside `vmshadow tmrs rollback 3`
+    context = with_records(store, RecommendContext(now))           # reports, past and recent proposals for the batch
     recompute_trust(db)                                               # one stored snapshot per recommender
     ScopedDenyRecommender().propose(findings, tmrset, RecommendContext(now, trust=current_trust(db, "deny")))
 
@@ -12,12 +13,12 @@ Outcomes are idempotent by id, so measuring twice, or a redelivered report, reco
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from vmshadow.app.stores import opened
 from vmshadow.domain.errors import InputError, Issue
-from vmshadow.domain.outcome import Outcome, TrustSnapshot
+from vmshadow.domain.outcome import Outcome, OutcomeKind, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
 from vmshadow.domain.tmr import TMRSet
 from vmshadow.feedback.measure import (
@@ -30,6 +31,7 @@ from vmshadow.feedback.measure import (
 from vmshadow.feedback.rollback import undone_by_rollback
 from vmshadow.feedback.trust import DEFAULT_HALF_LIFE, trust_by_recommender, trust_from_outcomes
 from vmshadow.ports.store import Store
+from vmshadow.refinement.recommender import RecommendContext, ReportedOutcome
 from vmshadow.review.lifecycle import decide
 
 
@@ -165,3 +167,30 @@ def record_tmrs_rollback(
         _record(store, outcomes_from_decisions({done.id: done}, [decision]))
         moved.append(done)
     return moved
+
+
+RECORDS_LOOKBACK = timedelta(days=7)
+"""How far back `with_records` reads reports and proposals (the escalation ladder's default lookback)."""
+
+
+def with_records(
+    store: Store, context: RecommendContext, *, lookback: timedelta = RECORDS_LOOKBACK
+) -> RecommendContext:
+    """`context` with what the store knows for the next batch: administrators' false-positive reports with the
+    proposals they are about (`temporary_exception`), the proposals made within `lookback` (repeat offenders'
+    escalation) and those within the guard-rails' rate window (the rate cap counts them)."""
+    since = context.now - lookback
+    proposals = [p for p in store.proposals() if since < p.created_at <= context.now]
+    reports: list[ReportedOutcome] = []
+    for o in store.outcomes():
+        if o.kind is OutcomeKind.FALSE_POSITIVE and since < o.observed_at <= context.now:
+            about = store.proposal(o.proposal_id)
+            if about is not None:
+                reports.append(ReportedOutcome(o, about))
+    rate_since = context.now - context.guard_rails.rate_window
+    return replace(
+        context,
+        reports=tuple(reports),
+        past_proposals=tuple(proposals),
+        recent_proposals=tuple(p for p in proposals if rate_since < p.created_at),
+    )
