@@ -10,8 +10,8 @@ from pathlib import Path
 from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
-from vmshadow.app.embedded import EmbeddedService, OnStored
-from vmshadow.app.feedback import trust_in
+from vmshadow.app.embedded import EmbeddedService, OnStored, Periodic
+from vmshadow.app.feedback import measure, trust_in
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.tm import ApplyResult, TMSettings, apply_tmrset, open_enforcer
 from vmshadow.capture import shadow_port
@@ -121,6 +121,22 @@ def build_service(
         guard_rails=guard_rails or GuardRails(),
         trust=lambda: {r.name: trust_in(store, r.name) for r in recommenders},
     )
+
+
+MEASURE_EVERY_S = 30.0
+
+
+def measuring(options: ServiceOptions, *, every_s: float = MEASURE_EVERY_S) -> Periodic:
+    """The feedback duty: read the rule counters of the TMRs in force and record what applied proposals did (hits,
+    findings that stopped or went on, rollbacks, expiries). The TM side reads the kernel, not the SAE."""
+    settings = TMSettings(db_url=options.db_url, bridges=(watched_bridge(options),))
+
+    def run() -> None:
+        with open_enforcer(settings) as enforcer:
+            counters = enforcer.counters()  # empty when no vmshadow table is in force
+        measure(options.db_url, counters)
+
+    return Periodic("feedback.measure", every_s, run)
 
 
 def enforce(options: ServiceOptions, tmrset: TMRSet, watched: list[Watched]) -> ApplyResult:

@@ -13,7 +13,7 @@ from vmshadow.app.embedded import Periodic
 from vmshadow.app.export_audit import AUDIT_POSITION, AuditExport
 from vmshadow.app.exporting import Exporter
 from vmshadow.app.paths import DEFAULT_STATUS
-from vmshadow.app.service import ServiceOptions, build_service, cleanup, enforce, watched_vmns
+from vmshadow.app.service import ServiceOptions, build_service, cleanup, enforce, measuring, watched_vmns
 from vmshadow.cli.analyze import db_url
 from vmshadow.cli.output import console, fail
 from vmshadow.config.settings import Settings, load_settings
@@ -104,6 +104,7 @@ def run(
         if exporter is not None:
             exporter.close()
         fail(exc)
+    service.periodic = (*service.periodic, measuring(options))
     if exporter is not None:
         try:
             audit = AuditExport(service.store, exporter.publish, settings.export.queue_dir / AUDIT_POSITION)
