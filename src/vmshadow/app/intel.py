@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -21,7 +22,10 @@ from vmshadow.domain.tmr import TMRSet
 from vmshadow.intel.misp import parse_misp_event
 from vmshadow.intel.plain_list import load_plain_list
 from vmshadow.intel.result import IntelImport
+from vmshadow.intel.retro_hunt import touching
 from vmshadow.intel.stix import parse_stix_bundle
+from vmshadow.ports.store import FlowKeys, Store
+from vmshadow.refinement.merge import keep_decision
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.recommend import run_recommend
 
@@ -100,6 +104,10 @@ class RetroHunt:
     flows_checked: int
     findings: tuple[Finding, ...]
     proposals: tuple[Proposal, ...]
+    flows_matched: int = 0  # flows the prefilter decoded and gave to the detector
+
+
+MAX_CONTEXT_FLOWS = 100_000  # recent flows the recommenders replay for impact, as in the live service
 
 
 def retro_hunt(
@@ -109,27 +117,54 @@ def retro_hunt(
     now: datetime,
     window: timedelta = timedelta(hours=24),
     ongoing: timedelta = timedelta(hours=1),
+    tmrset: TMRSet | None = None,
 ) -> RetroHunt:
-    """Check the archived flows of `window` against newly arrived indicators.
+    """Check the archived flows of `window` against newly arrived indicators (see `retro_hunt_in`)."""
+    with opened(db_url) as store:
+        return retro_hunt_in(store, indicators, now=now, window=window, ongoing=ongoing, tmrset=tmrset)
 
-    Matches become back-dated findings marked `retro_hunt` (their times are the flows' times). Where the last
-    contact is within `ongoing` of `now`, the contact looks ongoing and the recommenders are asked for proposals.
+
+def retro_hunt_in(
+    store: Store,
+    indicators: list[Indicator],
+    *,
+    now: datetime,
+    window: timedelta = timedelta(hours=24),
+    ongoing: timedelta = timedelta(hours=1),
+    tmrset: TMRSet | None = None,
+    trust: dict[str, float] | None = None,
+) -> RetroHunt:
+    """Check the archived flows of `window` in `store` against newly arrived indicators.
+
+    The archive is scanned by keys (`intel.retro_hunt.touching`), and only the flows touching a listed value are
+    decoded and given to `IntelMatchDetector`. Matches become back-dated findings marked `retro_hunt` (their
+    times are the flows' times). Where the last contact is within `ongoing` of `now`, the contact looks ongoing
+    and the recommenders are asked for proposals (against `tmrset`, with the recent flows for impact).
     """
     if not indicators:
         return RetroHunt(0, (), ())
     detector = IntelMatchDetector(None, DetectorContext(indicators=tuple(indicators)))
-    with opened(db_url) as store:
-        flows = store.flows(since=now - window)
-        found = [
-            replace(f, measured={**f.measured, "retro_hunt": 1}, summary=f"retro-hunt: {f.summary}")
-            for flow in flows
-            for f in detector.observe(flow)
-        ]
-        recent = [f for f in found if now - f.observed_at <= ongoing]
-        proposals: list[Proposal] = []
-        if recent:
-            recommenders = [cls() for cls in recommender_types().values()]
-            context = RecommendContext(now=now, flows=tuple(flows))
-            proposals = run_recommend(recent, TMRSet(), recommenders, context)
-        store.save_batch(findings=found, proposals=proposals)
-    return RetroHunt(len(flows), tuple(found), tuple(proposals))
+    checked = 0
+
+    def counted(keys: Iterable[FlowKeys]) -> Iterator[FlowKeys]:
+        nonlocal checked
+        for checked, key in enumerate(keys, start=1):  # noqa: B007 - the count is the point
+            yield key
+
+    ids = list(touching(detector.index, counted(store.flow_keys(since=now - window))))
+    flows = store.flows_by_id(ids)
+    found = [
+        replace(f, measured={**f.measured, "retro_hunt": 1}, summary=f"retro-hunt: {f.summary}")
+        for flow in flows
+        for f in detector.observe(flow)
+    ]
+    recent = [f for f in found if now - f.observed_at <= ongoing]
+    proposals: list[Proposal] = []
+    if recent:
+        recommenders = [cls() for cls in recommender_types().values()]
+        context_flows = store.flows(since=now - ongoing, limit=MAX_CONTEXT_FLOWS)
+        context = RecommendContext(now=now, flows=tuple(context_flows))
+        fresh = run_recommend(recent, tmrset or TMRSet(), recommenders, context, trust)
+        proposals = [keep_decision(store.proposal(p.id), p) for p in fresh]
+    store.save_batch(findings=found, proposals=proposals)
+    return RetroHunt(checked, tuple(found), tuple(proposals), flows_matched=len(flows))

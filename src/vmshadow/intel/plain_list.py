@@ -27,17 +27,20 @@ import csv
 import ipaddress
 import json
 import re
+import socket
 from pathlib import Path
 
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.indicator import Indicator, IndicatorType
-from vmshadow.intel.index import normalize_domain, normalize_fingerprint, normalize_url
+from vmshadow.intel.bulk import collector_paused
+from vmshadow.intel.index import address_int, normalize_domain, normalize_fingerprint, normalize_url
 
 _INLINE_COMMENT = re.compile(r"\s+[#;]")
 _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # JA4 (TLS/QUIC/DTLS client): t13d1516h2_8daaf6152771_b186095e22b6
 _JA4 = re.compile(r"[tqd][0-9a-z]{2}[di]\d{4}[0-9a-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}")
 _JA3 = re.compile(r"[0-9a-f]{32}")
+_ADDRESS_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
 _HEADER_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_ -]*")
 _SURICATA_RULE = re.compile(r"(alert|drop|pass|reject\w*)\s.*\(", re.IGNORECASE)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]{6,}={0,2}")
@@ -92,6 +95,13 @@ def _parse(
     json_issue = _json_document(text, where)
     if json_issue is not None:
         raise InputError(json_issue)
+    with collector_paused():
+        return _parse_lines(text, source, where, default_confidence, indicator_type)
+
+
+def _parse_lines(
+    text: str, source: str, where: str, default_confidence: int, indicator_type: IndicatorType | None
+) -> list[Indicator]:
 
     indicators: list[Indicator] = []
     issues: list[Issue] = []
@@ -177,16 +187,20 @@ def _classify(value: str, forced: IndicatorType | None) -> tuple[IndicatorType, 
         return IndicatorType.CIDR, _as_type(value, IndicatorType.CIDR)
     if "%" in value:
         raise ValueError("a scoped (%zone) address is meaningless outside its host")
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError as exc:
-        if re.fullmatch(r"[0-9.]+", value):
-            raise ValueError(f"not a valid IPv4 address: {exc}") from None
-        if re.fullmatch(r"[0-9A-Fa-f:.]+", value) and value.count(":") >= 2:
-            raise ValueError(f"not a valid IPv6 address: {exc}") from None
-    else:
-        kind = IndicatorType.IPV4 if address.version == 4 else IndicatorType.IPV6
-        return kind, str(address)
+    fast = _canonical_address(value)
+    if fast is not None:
+        return fast
+    if _ADDRESS_CHARS.fullmatch(value):  # names are not parsed as addresses (an exception each is costly)
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError as exc:
+            if re.fullmatch(r"[0-9.]+", value):
+                raise ValueError(f"not a valid IPv4 address: {exc}") from None
+            if value.count(":") >= 2:
+                raise ValueError(f"not a valid IPv6 address: {exc}") from None
+        else:
+            kind = IndicatorType.IPV4 if address.version == 4 else IndicatorType.IPV6
+            return kind, str(address)
     lowered = value.lower()
     if _JA4.fullmatch(lowered):
         return IndicatorType.JA4, lowered
@@ -194,6 +208,20 @@ def _classify(value: str, forced: IndicatorType | None) -> tuple[IndicatorType, 
         return IndicatorType.DOMAIN, normalize_domain(value)
     except ValueError as exc:
         raise ValueError(f"not an address, network, URL or valid domain: {exc}") from None
+
+
+def _canonical_address(value: str) -> tuple[IndicatorType, str] | None:
+    """An address already in its canonical text form, recognised without `ipaddress` (C inet_pton/ntop round trip);
+    None for anything else, which `ipaddress` then reads or explains."""
+    found = address_int(value)
+    if found is None:
+        return None
+    version, number = found
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    text = socket.inet_ntop(family, number.to_bytes(4 if version == 4 else 16, "big"))
+    if text != value or (version == 6 and "." in text):
+        return None  # not canonical, or an embedded IPv4 form ipaddress spells differently
+    return (IndicatorType.IPV4 if version == 4 else IndicatorType.IPV6), text
 
 
 def _as_type(value: str, kind: IndicatorType) -> str:

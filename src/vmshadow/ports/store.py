@@ -6,7 +6,7 @@ One schema for SQLite and PostgreSQL. Writes are idempotent by id (a redelivered
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -16,6 +16,10 @@ from vmshadow.domain.flow import Flow
 from vmshadow.domain.indicator import Indicator
 from vmshadow.domain.outcome import Outcome, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
+
+FlowKeys = tuple[str, str, str, str, str, str, str, str]
+"""What threat intel matches a flow on, read without decoding the flow: (id, src_ip, dst_ip, dns_query, sni,
+http_host, client_fingerprint, server_fingerprint); DPI fields the flow lacks are empty strings."""
 
 
 class Store(Protocol):
@@ -40,6 +44,15 @@ class Store(Protocol):
         ...
 
     def count_flows(self) -> int: ...
+
+    def flow_keys(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[FlowKeys]:
+        """The intel-matchable fields of the flows whose first packet is in [since, until), streamed in no
+        particular order (a retro-hunt over millions of archived flows decodes only those that match)."""
+        ...
+
+    def flows_by_id(self, ids: Sequence[str]) -> list[Flow]:
+        """The stored flows with these ids (unknown ids are left out), oldest first."""
+        ...
 
     def findings(self, *, since: datetime | None = None) -> list[Finding]: ...
 
@@ -101,8 +114,11 @@ class Store(Protocol):
         """Upsert by (type, value, source), all in one transaction; returns how many were stored."""
         ...
 
-    def indicators(self, *, at: datetime | None = None, source: str | None = None) -> list[Indicator]:
-        """Stored indicators; with `at`, only those valid then (not revoked, within valid_from/valid_until)."""
+    def indicators(
+        self, *, at: datetime | None = None, source: str | None = None, updated_since: datetime | None = None
+    ) -> list[Indicator]:
+        """Stored indicators; with `at`, only those valid then (not revoked, within valid_from/valid_until); with
+        `updated_since`, only those stored or updated (re-sent, revoked) at or after it."""
         ...
 
     def expire_indicators(self, at: datetime) -> int:

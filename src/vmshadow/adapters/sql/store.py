@@ -7,7 +7,7 @@ PostgreSQL schema just works. `SqlStore(url)` alone connects without migrating.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
@@ -33,6 +33,7 @@ from vmshadow.domain.flow import Flow
 from vmshadow.domain.indicator import Indicator
 from vmshadow.domain.outcome import Outcome, OutcomeKind, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
+from vmshadow.ports.store import FlowKeys
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -41,6 +42,9 @@ _WRITE = "vmshadow_write"
 # Any constant works: it only has to be the same for every process migrating the same PostgreSQL database.
 _MIGRATION_LOCK = 0x766D73
 _SQLITE_BUSY_TIMEOUT_S = 30.0
+# The DPI fields threat intel matches on, in `FlowKeys` order after the addresses.
+_KEY_FIELDS = ("dns_query", "sni", "http_host", "client_fingerprint", "server_fingerprint")
+_KEY_BATCH = 10_000
 
 Row = dict[str, Any]
 
@@ -240,7 +244,10 @@ class SqlStore:
 
     def save_indicators(self, indicators: Sequence[Indicator], *, at: datetime) -> int:
         # Encoded before the transaction: a bad indicator fails before any SQL runs, and nothing is stored.
-        rows = {codec.indicator_id(i): _indicator_row(i, at) for i in indicators}  # the last one given wins
+        rows: dict[str, Row] = {}
+        for i in indicators:
+            row = _indicator_row(i, at)
+            rows[row["id"]] = row  # the last one given wins
         if not rows:
             return 0
         with self._write() as conn:
@@ -257,11 +264,15 @@ class SqlStore:
 
     # --- reads ---
 
-    def indicators(self, *, at: datetime | None = None, source: str | None = None) -> list[Indicator]:
+    def indicators(
+        self, *, at: datetime | None = None, source: str | None = None, updated_since: datetime | None = None
+    ) -> list[Indicator]:
         c = t.indicators.c
         query = select(c.data).order_by(c.source, c.id)
         if source is not None:
             query = query.where(c.source == source)
+        if updated_since is not None:
+            query = query.where(c.updated_at >= utc(updated_since))
         with self._engine.connect() as conn:
             found = [codec.indicator_from_json(data) for data in conn.scalars(query)]
         return found if at is None else [i for i in found if i.is_valid(at)]
@@ -286,6 +297,28 @@ class SqlStore:
             query = query.limit(limit)
         with self._engine.connect() as conn:
             return [codec.flow_from_json(data) for data in conn.scalars(query)]
+
+    def flow_keys(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[FlowKeys]:
+        c = t.flows.c
+        query = select(c.id, c.src_ip, c.dst_ip, *(c[name] for name in _KEY_FIELDS))
+        if since is not None:
+            query = query.where(c.first_seen_at >= since)
+        if until is not None:
+            query = query.where(c.first_seen_at < until)
+        with self._engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=_KEY_BATCH).execute(query)
+            for rows in result.partitions():
+                yield from (tuple(row) for row in rows)
+
+    def flows_by_id(self, ids: Sequence[str]) -> list[Flow]:
+        c = t.flows.c
+        found: list[Flow] = []
+        unique = list(dict.fromkeys(ids))
+        with self._engine.connect() as conn:
+            for start in range(0, len(unique), 500):  # bounded IN lists (SQLite's variable limit)
+                query = select(c.first_seen_at, c.id, c.data).where(c.id.in_(unique[start : start + 500]))
+                found.extend(codec.flow_from_json(data) for _, _, data in conn.execute(query))
+        return sorted(found, key=lambda f: (f.first_seen_at, f.id))
 
     def count_flows(self) -> int:
         with self._engine.connect() as conn:
@@ -406,6 +439,7 @@ def _flow_row(f: Flow) -> Row:
         "src_vmn": f.src_vmn,
         "dst_vmn": f.dst_vmn,
         "data": codec.flow_to_json(f),
+        **{name: getattr(f, name) for name in _KEY_FIELDS},
     }
 
 

@@ -80,6 +80,12 @@ flows = Table(
     Column("src_vmn", String, nullable=True, index=True),
     Column("dst_vmn", String, nullable=True, index=True),
     Column("data", JSON, nullable=False),
+    # what threat intel matches on, as columns so a retro-hunt reads them without decoding `data` (migration 0004)
+    Column("dns_query", String, nullable=False, server_default=""),
+    Column("sni", String, nullable=False, server_default=""),
+    Column("http_host", String, nullable=False, server_default=""),
+    Column("client_fingerprint", String, nullable=False, server_default=""),
+    Column("server_fingerprint", String, nullable=False, server_default=""),
 )
 
 findings = Table(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -77,6 +78,15 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
         self._index = IndicatorIndex(self.context.indicators)
         # (local address, indicator type, value, source) -> flow time (epoch s) it was last reported; oldest first
         self._reported: OrderedDict[tuple[str, str, str, str], float] = OrderedDict()
+
+    @property
+    def index(self) -> IndicatorIndex:
+        return self._index
+
+    def add_indicators(self, indicators: Sequence[Indicator]) -> int:
+        """Match these too from now on (live refresh); an indicator re-sent by its source (same type, value and
+        source) replaces the one held, so a revocation or a new valid_until takes effect. All or nothing."""
+        return self._index.add(indicators)
 
     def observe(self, flow: Flow) -> list[Finding]:
         if len(self._index) == 0:
