@@ -85,8 +85,8 @@ def test_nft_accepts_the_expected_document(case: Path, nft_namespace: str) -> No
 def test_nft_check_does_refuse_a_broken_document(nft_namespace: str, tmp_path: Path) -> None:
     """The check above can fail: a document with a port out of range is refused."""
     text = (regen.CASES / "ports" / regen.EXPECTED).read_text(encoding="utf-8")
-    assert '"right": 443}' in text
-    (tmp_path / "broken.json").write_text(text.replace('"right": 443}', '"right": 70000}'), encoding="utf-8")
+    assert '"tcp", 443]' in text
+    (tmp_path / "broken.json").write_text(text.replace('"tcp", 443]', '"tcp", 70000]'), encoding="utf-8")
     result = subprocess.run(
         ["ip", "netns", "exec", nft_namespace, "nft", "-c", "-j", "-f", str(tmp_path / "broken.json")],
         capture_output=True,
@@ -113,24 +113,51 @@ def test_the_cases_cover_the_features() -> None:
     assert {"groups", "vmns", "networks", "ports", "protocols", "vmn_defaults", "temporary", "priorities"} <= names
 
 
+@dataclass(frozen=True)
+class Element:
+    map: str
+    layer: int
+    timed: bool
+    value: Any
+    comment: str
+    timeout: int | None
+    verdict: str
+
+
+def _elements(document: dict[str, Any]) -> list[Element]:
+    """Every TMR element of a document, map by map in the order they are looked up."""
+    out = []
+    for name, found in compiler.tmr_maps(document).items():
+        timed = "timeout" in found.get("flags", [])
+        for key, verdict in found["elem"]:
+            body = key["elem"]
+            out.append(
+                Element(name, int(name.split("_")[1]), timed, body["val"], body["comment"], body.get("timeout"),
+                        "allow" if "jump" in verdict else "deny")
+            )  # fmt: skip
+    return out
+
+
 def test_temporary_tmrs_get_kernel_timeouts_and_expired_ones_are_left_out() -> None:
-    document = _case_document("temporary")
-    gates = compiler.gate_sets(document)
-    timeouts = {name: {e["elem"]["timeout"] for e in s["elem"]} for name, s in gates.items()}
-    assert timeouts == {"gate_1": {90}, "gate_2": {1}}  # 90 s left; 1.9 s rounds down to 1
-    assert _tmr_comments(document) == ["tmr exception-90s", "tmr ends-in-1.9s", "tmr permanent"]
-    for rule in compiler.rules_of(document):
-        gate = [e for e in rule["expr"] if e.get("match", {}).get("right", "") in ("@gate_1", "@gate_2")]
-        assert bool(gate) == (rule.get("comment") in ("tmr exception-90s", "tmr ends-in-1.9s"))
+    elements = _elements(_case_document("temporary"))
+    timeouts = {e.comment: (e.timed, e.timeout) for e in elements}
+    assert timeouts == {  # 90 s left; 1.9 s rounds down to 1; 0.5 s left and expired: left out
+        "tmr exception-90s": (True, 90),
+        "tmr ends-in-1.9s": (True, 1),
+        "tmr permanent": (False, None),
+    }
+    assert set(compiler.temporary_maps(_case_document("temporary"))) == {e.map for e in elements if e.timed}
 
 
-def test_rules_follow_priority_then_file_order() -> None:
-    assert _tmr_comments(_case_document("priorities")) == [
-        "tmr first",
-        "tmr second-a",
-        "tmr second-b",
-        "tmr third",
+def test_overlapping_tmrs_are_looked_up_in_priority_order_the_rest_share_a_layer() -> None:
+    elements = _elements(_case_document("priorities"))
+    layers = {e.comment: e.layer for e in elements}
+    # second-a and second-b name the same destination: second-b (equal priority, later in the file) comes after
+    assert layers == {"tmr first": 0, "tmr second-a": 0, "tmr third": 0, "tmr second-b": 1}
+    lookups = [
+        r["expr"][0]["vmap"]["data"] for r in compiler.rules_of(_case_document("priorities")) if "vmap" in r["expr"][0]
     ]
+    assert lookups == ["@tmrs_0_1", "@tmrs_1_1"]
 
 
 def test_vmn_defaults_come_after_tmrs_sources_before_destinations() -> None:
@@ -138,45 +165,45 @@ def test_vmn_defaults_come_after_tmrs_sources_before_destinations() -> None:
     tail = [c for c in comments if not c.startswith("vmshadow")]
     # locked has a port and an address, open a MAC and an address: two rules each per side
     assert tail == [
-        *["tmr locked-dns"] * 2,
         *["vmn-default locked src"] * 2,
         *["vmn-default open src"] * 2,
         *["vmn-default locked dst"] * 2,
         *["vmn-default open dst"] * 2,
         "default",
     ]
+    assert comments.index("vmshadow tmrs 0") < comments.index("vmn-default locked src")
 
 
-def test_port_lists_are_named_sets_shared_by_equal_lists() -> None:
-    document = _case_document("ports")
-    sets = {n: s["elem"] for n, s in compiler.sets_of(document).items() if n.startswith("dports_")}
-    assert sets == {
-        "dports_1": [23, 2323, {"range": [6660, 6669]}],
-        "dports_2": [53, 5353, {"range": [8000, 8090]}],
-    }
-    rights = {
-        r["comment"]: [e["match"]["right"] for e in r["expr"] if "dport" in json.dumps(e)]
-        for r in compiler.rules_of(document)
-        if r.get("comment", "").startswith("tmr ")
-    }
-    assert rights == {
-        "tmr one-port": [443],
-        "tmr port-list": ["@dports_1"],
-        "tmr one-range": [{"range": [60000, 61000]}],
-        "tmr merged": ["@dports_2"],
-        "tmr same-list-udp": ["@dports_1"],
-    }
+def test_port_lists_become_one_element_per_range() -> None:
+    elements = _elements(_case_document("ports"))
+    values = {}
+    for e in elements:
+        values.setdefault(e.comment, []).append(tuple(e.value["concat"]))
+    assert values["tmr port-list"] == [
+        (family, "tcp", port) for family in ("ip", "ip6") for port in (23, 2323, {"range": [6660, 6669]})
+    ]
+    assert values["tmr merged"] == [  # 8000-8080 and 8050-8090 merged
+        (family, "udp", port) for family in ("ip", "ip6") for port in (53, 5353, {"range": [8000, 8090]})
+    ]
+    assert values["tmr one-port"] == [("ip", "tcp", 443), ("ip6", "tcp", 443)]
 
 
 def test_a_tmr_that_can_never_match_has_no_rule() -> None:
-    assert "tmr deny-v4-to-v6only" not in compiler.comments_of(_case_document("networks"))
+    assert "tmr deny-v4-to-v6only" not in {e.comment for e in _elements(_case_document("networks"))}
 
 
 def test_overlapping_group_networks_are_merged() -> None:
-    sets = compiler.sets_of(_case_document("groups"))
-    assert sets["grp_web_ip4"]["elem"] == [{"prefix": {"addr": "198.18.10.0", "len": 24}}]
+    elements = [e for e in _elements(_case_document("groups")) if e.comment == "tmr deny-web-out"]
+    # 198.18.10.0/24 holds 198.18.10.128/25 and vm1's 198.18.10.5
+    assert [e.value for e in elements] == [
+        {"prefix": {"addr": "198.18.10.0", "len": 24}},
+        "2001:db8::5",
+        {"prefix": {"addr": "2001:db8:1::", "len": 48}},
+    ]
+    resolvers = {e.value["concat"][1] if isinstance(e.value["concat"][1], str) else json.dumps(e.value["concat"][1])
+                 for e in _elements(_case_document("groups")) if e.comment == "tmr web-to-resolvers"}  # fmt: skip
     # adjacent addresses collapse too: .2 and .3 are 198.18.0.2/31
-    assert sets["grp_resolvers_ip4"]["elem"] == [{"prefix": {"addr": "198.18.0.2", "len": 31}}, "198.18.0.12"]
+    assert json.dumps({"prefix": {"addr": "198.18.0.2", "len": 31}}) in resolvers
 
 
 # --- the compiler's own contract ---
@@ -269,15 +296,17 @@ class Kernel:
         self.rules = compiler.rules_of(document)
 
     def decide(self, packet: Packet) -> tuple[str, str]:
+        """The verdict and the comment of what decided: a rule's, or the TMR element's for a map lookup."""
         for rule in self.rules:
             if rule.get("comment") == compiler.REPLIES_COMMENT:
                 continue  # the reply sets are empty: no flow is open
-            verdict = self._rule(rule["expr"], packet)
-            if verdict is not None:
-                return verdict, rule.get("comment", "")
+            decided = self._rule(rule["expr"], packet)
+            if decided is not None:
+                verdict, comment = decided
+                return verdict, comment if comment is not None else rule.get("comment", "")
         return "accept", "policy"
 
-    def _rule(self, exprs: list[dict[str, Any]], packet: Packet) -> str | None:
+    def _rule(self, exprs: list[dict[str, Any]], packet: Packet) -> tuple[str, str | None] | None:
         for expr in exprs:
             if "match" in expr:
                 try:
@@ -285,18 +314,44 @@ class Kernel:
                         return None
                 except _NoMatchError:
                     return None
+            elif "vmap" in expr:
+                try:
+                    found = self._lookup(expr["vmap"], packet)
+                except _NoMatchError:
+                    return None
+                if found is None:
+                    return None  # no element: the rule does not match, the next one is tried
+                return found
             elif "counter" in expr:
                 continue
-            elif "jump" in expr:
-                assert expr["jump"]["target"] == compiler.ALLOWED_CHAIN
-                return "allow"
-            elif "drop" in expr:
-                return "deny"
-            elif "accept" in expr:
-                return "accept"
+            elif "jump" in expr or "drop" in expr or "accept" in expr:
+                return self._verdict(expr), None
             else:  # pragma: no cover - the compiler writes nothing else
                 raise AssertionError(expr)
         return None
+
+    @staticmethod
+    def _verdict(expr: dict[str, Any]) -> str:
+        if "jump" in expr:
+            assert expr["jump"]["target"] == compiler.ALLOWED_CHAIN
+            return "allow"
+        return "deny" if "drop" in expr else "accept"
+
+    def _lookup(self, vmap: dict[str, Any], packet: Packet) -> tuple[str, str] | None:
+        """A verdict map lookup: the elements whose every key part holds the packet's field. The compiler promises
+        at most one (elements of a map never overlap); more than one is a failure of the layering."""
+        key = vmap["key"]
+        fields = key.get("concat", [key])
+        values = [self._left(f, packet) for f in fields]
+        hits = []
+        for entry in self.sets[vmap["data"][1:]].get("elem", []):
+            element, verdict = entry
+            parts = element["elem"]["val"]
+            parts = parts["concat"] if isinstance(parts, dict) and "concat" in parts else [parts]
+            if all(self._equal(part, value) for part, value in zip(parts, values, strict=True)):
+                hits.append((self._verdict(verdict), element["elem"]["comment"]))
+        assert len(hits) <= 1, f"overlapping elements in {vmap['data']}: {hits}"
+        return hits[0] if hits else None
 
     def _match(self, match: dict[str, Any], packet: Packet) -> bool:
         found = self._contains(match["right"], self._left(match["left"], packet))
@@ -309,6 +364,10 @@ class Kernel:
                 return _L4_NAMES.get(p.protocol, p.protocol)
             return {"iifname": p.iif, "oifname": p.oif, "protocol": "ip" if p.src_ip.version == 4 else "ip6"}[key]
         protocol, field = left["payload"]["protocol"], left["payload"]["field"]
+        if protocol == "th" and field == "dport":  # the transport header's bytes 2-3, whatever the protocol
+            if p.protocol not in (6, 17):
+                raise _NoMatchError  # the oracle's other packets carry no port (an ICMP checksum is not one)
+            return p.dst_port
         if protocol == "ether":
             return p.src_mac if field == "saddr" else p.dst_mac
         if protocol in ("ip", "ip6"):

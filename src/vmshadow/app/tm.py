@@ -39,7 +39,7 @@ class TMSettings:
     bridges: tuple[str, ...] = (DEFAULT_BRIDGE,)
     netns: str | None = None  # run nft inside this network namespace (ip netns exec)
     nft: str = "nft"
-    check: bool = True  # run `nft -c` before the transaction
+    check: bool = False  # run `nft -c` before the transaction (a refused commit changes nothing either)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,8 @@ class ApplyResult:
             "applied_at": self.applied_at.isoformat(),
             "rules": r.rules,
             "tmr_rules": r.tmr_rules,
+            "tmr_maps": r.tmr_maps,
+            "layers": r.layers,
             "tmrs": r.tmrs,
             "tmrs_in_force": r.tmrs_in_force,
             "ports": list(r.ports),

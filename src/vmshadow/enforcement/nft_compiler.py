@@ -1,7 +1,7 @@
 """Compile a `TMRSet` into one nftables JSON document (libnftables-json) for ``nft -j -f``: pure and deterministic.
 
 The document replaces the bridge table ``vmshadow`` in one transaction: ``add table`` (so that the delete cannot
-fail), ``delete table``, ``add table``, then every set, chain and rule. nftables commits a batch whole or not at
+fail), ``delete table``, ``add table``, then every set, map, chain and rule. nftables commits a batch whole or not at
 all, so the kernel holds either the previous ruleset or the new one, never a mixture and never none. (Deleting
 rather than flushing the table is deliberate: a flush keeps the old sets, so a set whose type or flags changed
 makes the whole batch fail with "File exists", and the sets of removed VMNs would linger.)
@@ -12,7 +12,7 @@ The base chain ``forward`` (hook forward, priority 0, policy accept) holds, in o
     meta protocol arp accept                                  "vmshadow arp"
     icmpv6 type {nd-neighbor-solicit, nd-neighbor-advert} accept   "vmshadow nd"
     <tuple> @reply4 | @reply4n | @reply6 | @reply6n counter accept  "vmshadow replies" (6 rules)
-    <rules of each TMR in priority order> counter jump allowed | drop   "tmr <id>"
+    <key> vmap @tmrs_<layer>_<n>   (one per map, layer by layer)    "vmshadow tmrs <layer>"
     <every VMN with a default as source, then as destination> counter jump allowed | drop
                                                               "vmn-default <name> src|dst"
     counter jump allowed | drop                               "default"
@@ -23,25 +23,31 @@ and the chain ``allowed``, where every accepted packet goes::
     <record the reverse tuple in reply4 / reply4n / reply6 / reply6n>
     accept
 
+* **TMRs are map elements, not rules.** A rule is walked by every packet, so 10,000 one-rule TMRs cost every
+  packet 10,000 tests. Here each TMR becomes elements of verdict maps (``jump allowed`` or ``drop``) whose keys
+  concatenate the fields the TMR names: its source and destination identifiers (``meta iifname`` / ``oifname``,
+  ``ether saddr`` / ``daddr``, ``ip`` / ``ip6 saddr`` / ``daddr``; a side that is *any* is left out of the key),
+  ``meta protocol`` when no address field fixes the family, ``meta l4proto`` unless the protocol is any, and
+  ``th dport`` when the TMR has ports. Elements carry the comment ``tmr <id>`` and a counter (the maps' ``counter``
+  flag), so hits are still counted per TMR; networks and port ranges make interval maps, the rest hash maps.
+  A lookup costs about the same whatever the number of elements.
+* **First match by priority** is kept by layers (`nft_layers`): a TMR goes one layer above every earlier TMR it
+  overlaps (some packet matches both), so overlapping TMRs are looked up in priority order and the elements of one
+  layer never overlap; one layer is one map per key shape. TMRs that overlap nothing earlier share layer 0.
+* **VMNs and groups** are matched by *any* of their identifiers, as in the evaluator (`TMRSet.endpoint_matches`:
+  the VMN identified by MAC, or one of its addresses), plus the bridge port, which only the kernel sees and which a
+  guest cannot forge: one element per identifier (a group: its members' ports, MACs and addresses and its networks,
+  overlaps merged). An element whose families disagree (an IPv4 network to an IPv6-only VMN) is not written, so a
+  TMR that can never match has no element. The per-VMN defaults stay rules, over the named sets
+  ``vmn_<name>_if`` / ``_mac`` / ``_ip4`` / ``_ip6`` of the VMNs that have one.
 * **Version.** nft 1.0.6 neither reads nor writes table comments in JSON (and ``add table`` does not change the
-  comment of an existing table), so the version is the comment of the first rule of ``allowed``: a small chain,
-  so ``nft list chain`` reads it in milliseconds however many TMRs there are (`version_of`).
+  comment of an existing table), so the version is the comment of the first rule of ``allowed`` (`version_of`).
 * **Scope.** The first rule lets every frame through that did not enter on a port of a managed bridge, so vmshadow
   never touches other bridges. It matches the ingress port (``iifname``) against the set ``bridge_ports``, not the
   bridge (``meta ibrname``): ``meta ibrname`` needs CONFIG_NFT_BRIDGE_META, which kernels may lack (the 6.x
   kernel this was built on does). The enforcer fills ``bridge_ports`` at apply time with the managed bridges' ports and
   the interfaces the VMNs declare; a port added later is outside vmshadow until the next apply.
-* **VMNs and groups** become named sets: ``vmn_<name>_if`` (bridge ports, ``ifname``), ``_mac`` (``ether_addr``),
-  ``_ip4`` / ``_ip6`` (addresses); a group's ``grp_<name>_*`` sets hold its members' identifiers and its networks
-  (interval sets, overlaps merged). An endpoint matches when *any* of its identifiers does, as in the evaluator
-  (`TMRSet.endpoint_matches`: the VMN identified by MAC, or one of its addresses), plus the bridge port, which only
-  the kernel sees and which a guest cannot forge. One rule cannot OR different fields, so a TMR becomes one rule per
-  pair of identifier kinds (source x destination) whose address families agree; all of them carry the TMR's
-  comment and follow each other, so first-match order is kept. A TMR that can never match (an IPv4 network to an
-  IPv6-only VMN) has no rule.
-* **Protocols and ports**: ``tcp dport`` / ``udp dport`` with a port, a range, or a named interval set
-  ``dports_<n>`` shared by every TMR with the same list (thousands of anonymous sets load many times slower),
-  ``meta l4proto`` (tcp, udp, icmp, ipv6-icmp) without ports. A TMR for any protocol matches IPv4 and IPv6 only;
+* **Protocols**: ``meta l4proto`` (tcp, udp, icmp, ipv6-icmp). A TMR for any protocol matches IPv4 and IPv6 only;
   ARP and neighbour discovery are always let through (without them no IP traffic works), and other non-IP frames
   meet only the defaults.
 * **Replies.** Bridge connection tracking (CONFIG_NF_CONNTRACK_BRIDGE) is missing on some kernels (this one), so
@@ -54,11 +60,11 @@ and the chain ``allowed``, where every accepted packet goes::
   and a new version starts with empty sets: a flow the new version denies loses its replies at once, one it allows
   gets them back with its opener's next packet. When a set is full the record is skipped and the packet accepted
   all the same.
-* **Temporary TMRs** stop matching at expiry even while vmshadow is down: each one's rules start with
-  ``meta protocol @gate_<n>``, a set of ether types {ip, ip6} whose elements carry a kernel timeout of the whole
-  seconds left at `at`, rounded down (a TMR may stop up to a second early, never late; nft 1.0.6 JSON takes only
-  whole seconds, and silently drops a fractional timeout). When the elements expire, the rules match nothing.
-  TMRs already expired at `at`, or with less than a second left, are left out.
+* **Temporary TMRs** stop matching at expiry even while vmshadow is down: their elements live in maps of their own
+  (flag ``timeout``) and carry a kernel timeout of the whole seconds left at `at`, rounded down (a TMR may stop up
+  to a second early, never late; nft 1.0.6 JSON takes only whole seconds, and silently makes an element permanent
+  when given a fraction). The kernel removes the elements when they expire. TMRs already expired at `at`, or with
+  less than a second left, are left out.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ import ipaddress
 import math
 import re
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,6 +84,7 @@ from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.net import IPNetwork, PortRange, Protocol, normalize_ports
 from vmshadow.domain.tmr import TMR, Action, Endpoint, EndpointKind, TMRSet
 from vmshadow.domain.vmn import VMN, Group
+from vmshadow.enforcement.nft_layers import Block, Box, assign_layers, range_blocks
 
 JSON = dict[str, Any]
 
@@ -86,13 +93,15 @@ TABLE = "vmshadow"
 CHAIN = "forward"
 ALLOWED_CHAIN = "allowed"
 PORTS_SET = "bridge_ports"
+TMR_MAP_PREFIX = "tmrs_"
 REPLY_SETS = {4: ("reply4", "reply4n"), 6: ("reply6", "reply6n")}
 REPLY_TIMEOUT_S = 300
 REPLY_SET_SIZE = 65536
-MAX_COMMENT_BYTES = 128  # libnftnl's limit for a rule comment
+MAX_COMMENT_BYTES = 128  # libnftnl's limit for a rule or element comment
 
 VERSION_PREFIX = "vmshadow version "
 TMR_PREFIX = "tmr "
+TMRS_COMMENT_PREFIX = "vmshadow tmrs "
 DEFAULT_COMMENT = "default"
 REPLIES_COMMENT = "vmshadow replies"
 UNMANAGED_COMMENT = "vmshadow unmanaged ports"
@@ -119,7 +128,7 @@ def tmr_comment(tmr_id: str) -> str:
 
 
 def tmr_id_of(comment: str) -> str | None:
-    """The TMR id a rule comment names, or None for vmshadow's own rules."""
+    """The TMR id a rule or element comment names, or None for vmshadow's own rules."""
     return comment[len(TMR_PREFIX) :] if comment.startswith(TMR_PREFIX) else None
 
 
@@ -151,18 +160,25 @@ def without_gc() -> Iterator[None]:
 # --- reading documents and listings -------------------------------------------------------------------------------
 
 
+def _objects(document: JSON, kind: str) -> Iterator[JSON]:
+    """The objects of `kind` (rule, set, map) of the table, from a document to apply (``add``) or a listing."""
+    for item in document.get("nftables", []):
+        found = item.get(kind) or item.get("add", {}).get(kind)
+        if found is not None and found.get("table") == TABLE:
+            yield found
+
+
 def rules_of(document: JSON, chain: str = CHAIN) -> list[JSON]:
     """The rules of `chain` in a document to apply (``add rule``) or in a listing (``rule``), in order."""
-    out: list[JSON] = []
-    for item in document.get("nftables", []):
-        rule = item.get("rule") or item.get("add", {}).get("rule")
-        if rule is not None and rule.get("table") == TABLE and rule.get("chain") == chain:
-            out.append(rule)
-    return out
+    return [rule for rule in _objects(document, "rule") if rule.get("chain") == chain]
 
 
 def comments_of(document: JSON, chain: str = CHAIN) -> list[str]:
     return [rule.get("comment", "") for rule in rules_of(document, chain)]
+
+
+def has_chain(document: JSON, name: str) -> bool:
+    return any(chain.get("name") == name for chain in _objects(document, "chain"))
 
 
 def version_of(document: JSON) -> int | None:
@@ -175,28 +191,52 @@ def version_of(document: JSON) -> int | None:
 
 
 def sets_of(document: JSON) -> dict[str, JSON]:
-    """The sets of the table in a document to apply or in a listing, by name."""
-    out: dict[str, JSON] = {}
-    for item in document.get("nftables", []):
-        found = item.get("set") or item.get("add", {}).get("set")
-        if found is not None and found.get("table") == TABLE:
-            out[found["name"]] = found
+    """The sets and maps of the table in a document to apply or in a listing, by name."""
+    return {found["name"]: found for kind in ("set", "map") for found in _objects(document, kind)}
+
+
+def tmr_maps(document: JSON) -> dict[str, JSON]:
+    """The verdict maps that hold the TMRs' elements, by name."""
+    return {found["name"]: found for found in _objects(document, "map") if found["name"].startswith(TMR_MAP_PREFIX)}
+
+
+def temporary_maps(document: JSON) -> dict[str, JSON]:
+    """The TMR maps whose elements expire in the kernel (flag ``timeout``)."""
+    return {name: m for name, m in tmr_maps(document).items() if "timeout" in m.get("flags", [])}
+
+
+def map_elements(found: JSON) -> list[JSON]:
+    """The ``elem`` objects (val, comment, timeout, counter) of a map in a document or a listing."""
+    out: list[JSON] = []
+    for entry in found.get("elem", []):
+        key = entry[0] if isinstance(entry, list) else entry
+        out.append(key["elem"] if isinstance(key, dict) and "elem" in key else {"val": key})
     return out
 
 
-def gate_sets(document: JSON) -> dict[str, JSON]:
-    return {name: s for name, s in sets_of(document).items() if name.startswith("gate_")}
+def tmr_element_comments(document: JSON) -> list[str]:
+    """The comment (``tmr <id>``) of every TMR element, map by map."""
+    return [e.get("comment", "") for m in tmr_maps(document).values() for e in map_elements(m)]
 
 
 def counters_of(listing: JSON) -> dict[str, tuple[int, int]]:
-    """(packets, bytes) per rule comment of the base chain, summed over the rules that share a comment."""
+    """(packets, bytes) per comment: the rules' counters of the base chain and the TMR elements' counters, summed
+    over the rules or elements that share a comment."""
     out: dict[str, tuple[int, int]] = {}
+
+    def add(comment: str, counter: JSON) -> None:
+        packets, octets = out.get(comment, (0, 0))
+        out[comment] = (packets + int(counter["packets"]), octets + int(counter["bytes"]))
+
     for rule in rules_of(listing):
         for expr in rule.get("expr", []):
             counter = expr.get("counter") if isinstance(expr, dict) else None
             if isinstance(counter, dict):
-                packets, octets = out.get(rule.get("comment", ""), (0, 0))
-                out[rule.get("comment", "")] = (packets + int(counter["packets"]), octets + int(counter["bytes"]))
+                add(rule.get("comment", ""), counter)
+    for found in tmr_maps(listing).values():
+        for element in map_elements(found):
+            if isinstance(element.get("counter"), dict):
+                add(element.get("comment", ""), element["counter"])
     return out
 
 
@@ -233,51 +273,108 @@ def _port_value(r: PortRange) -> Any:
     return r.first if r.first == r.last else {"range": [r.first, r.last]}
 
 
-def _network(endpoint: Endpoint) -> tuple[int, Any]:
-    """The address family and nftables value of a network endpoint.
-
-    `Endpoint.network` writes networks canonically (``address/length``, host bits zero); those are read with
-    `socket.inet_pton`, several times faster than `ipaddress` (it shows at 10,000 TMRs). Anything else goes
-    through `ipaddress`."""
-    address, _, length = endpoint.value.partition("/")
-    family = 6 if ":" in address else 4
-    try:
-        packed = socket.inet_pton(socket.AF_INET6 if family == 6 else socket.AF_INET, address)
-    except OSError:
-        packed = b""
-    bits = len(packed) * 8
-    if packed and length.isdigit() and int(length) <= bits:
-        prefix = int(length)
-        if int.from_bytes(packed, "big") & ((1 << (bits - prefix)) - 1) == 0:
-            return family, address if prefix == bits else {"prefix": {"addr": address, "len": prefix}}
-    try:
-        network = endpoint.as_network
-    except ValueError as error:  # only a set built from unchecked JSON gets here; a TMR file cannot
-        raise InputError(Issue(source="tmrset", field="network", message=str(error))) from None
-    return network.version, _network_value(network)
-
-
-def _addresses(vmn: VMN, family: int) -> list[str]:
-    return [str(a) for a in sorted({a for a in vmn.addresses if a.version == family}, key=int)]
-
-
 def _ip(family: int) -> str:
     return "ip" if family == 4 else "ip6"
 
 
-@dataclass(frozen=True, slots=True)
-class _Alternative:
-    """One way an endpoint can match: an address family (None: either) and the expression (None: anything)."""
+# --- key fields -----------------------------------------------------------------------------------------------
 
+# A key field: its expression and its nftables type. Codes name them in a map's shape.
+_FIELDS: dict[str, tuple[JSON, str]] = {
+    "iif": (_meta("iifname"), "ifname"),
+    "oif": (_meta("oifname"), "ifname"),
+    "smac": (_payload("ether", "saddr"), "ether_addr"),
+    "dmac": (_payload("ether", "daddr"), "ether_addr"),
+    "sip4": (_payload("ip", "saddr"), "ipv4_addr"),
+    "dip4": (_payload("ip", "daddr"), "ipv4_addr"),
+    "sip6": (_payload("ip6", "saddr"), "ipv6_addr"),
+    "dip6": (_payload("ip6", "daddr"), "ipv6_addr"),
+    "protocol": (_meta("protocol"), "ether_type"),
+    "l4proto": (_meta("l4proto"), "inet_proto"),
+    "dport": (_payload("th", "dport"), "inet_service"),
+}
+_SIDE_CODES = {("src", "if"): "iif", ("dst", "if"): "oif", ("src", "mac"): "smac", ("dst", "mac"): "dmac"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Alt:
+    """One identifier an endpoint matches by: kind (if, mac, ip), its nftables value, its block for the layering,
+    and its address family (None: either)."""
+
+    kind: str
+    value: Any
+    block: Block
     family: int | None
-    expr: JSON | None
+    interval: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Identity:
-    """The named sets that identify a VMN or a group: kind -> set name, in the order rules are written."""
+def _code(side: str, alt: _Alt) -> str:
+    if alt.kind == "ip":
+        return f"{side[0]}ip{alt.family}"
+    return _SIDE_CODES[(side, alt.kind)]
 
-    sets: tuple[tuple[str, str], ...]  # (kind, set name); kind in if, mac, ip4, ip6
+
+def _ip_alt(address: str, prefix: int, family: int) -> _Alt | None:
+    """The alternative of a canonical ``address/prefix``, read with `socket.inet_pton` (several times faster than
+    `ipaddress`, which shows at 10,000 TMRs); None when it is not canonical."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if family == 6 else socket.AF_INET, address)
+    except OSError:
+        return None
+    bits = len(packed) * 8
+    if not 0 <= prefix <= bits:
+        return None
+    number, shift = int.from_bytes(packed, "big"), bits - prefix
+    if number & ((1 << shift) - 1):
+        return None
+    value: Any = address if shift == 0 else {"prefix": {"addr": address, "len": prefix}}
+    return _Alt("ip", value, (shift, number >> shift), family, interval=shift > 0)
+
+
+def _network_alt(network: IPNetwork) -> _Alt:
+    shift = network.max_prefixlen - network.prefixlen
+    block = (shift, int(network.network_address) >> shift)
+    return _Alt("ip", _network_value(network), block, network.version, interval=shift > 0)
+
+
+def _mac_alt(mac: str) -> _Alt:
+    return _Alt("mac", mac, (0, int(mac.replace(":", ""), 16)), None)
+
+
+def _if_alt(name: str) -> _Alt:
+    return _Alt("if", name, (0, int.from_bytes(name.encode(), "big")), None)
+
+
+def _agree(*families: int | None) -> tuple[bool, int | None]:
+    """Whether the address families agree, and the one they allow (None: either)."""
+    chosen: int | None = None
+    for family in families:
+        if family is None:
+            continue
+        if chosen is not None and chosen != family:
+            return False, None
+        chosen = family
+    return True, chosen
+
+
+@dataclass(slots=True)
+class _Element:
+    """One element of a TMR map: the shape of its key, its value, its box, whether it is an interval."""
+
+    shape: tuple[str, ...]
+    value: Any
+    box: Box
+    interval: bool
+
+
+@dataclass(slots=True)
+class _Map:
+    name: str
+    shape: tuple[str, ...]
+    layer: int
+    timeout: bool
+    entries: list[Any]
+    interval: bool = False
 
 
 _KINDS = ("if", "mac", "ip4", "ip6")
@@ -291,8 +388,8 @@ class _Compiler:
         self.at = at
         self.version = version
         self.items: list[JSON] = []
-        self.identities: dict[tuple[EndpointKind, str], _Identity] = {}
-        self.port_sets: dict[tuple[PortRange, ...], str] = {}
+        self.alternatives: dict[tuple[EndpointKind, str], list[_Alt]] = {}
+        self.default_sets: dict[str, tuple[tuple[str, str], ...]] = {}  # VMN -> (kind, set name)
         self.issues: list[Issue] = []
 
     def document(self) -> JSON:
@@ -305,14 +402,15 @@ class _Compiler:
         ]
         self._set(PORTS_SET, "ifname", self.ports)
         for vmn in self.tmrset.vmns:
-            self._vmn_sets(vmn)
+            self._vmn(vmn)
         for group in self.tmrset.groups:
-            self._group_sets(group)
+            self._group(group)
         self._reply_sets()
-        rules = self._rules()
+        self._allowed_chain()  # before the maps: their elements jump to it
+        maps = self._tmr_maps()
+        rules = self._rules(maps)
         if self.issues:
             raise InputError(self.issues)
-        self._allowed_chain()
         self.items.append(
             {
                 "add": {
@@ -340,56 +438,52 @@ class _Compiler:
             body["elem"] = list(elements)
         self.items.append({"add": {"set": body}})
 
-    def _set_name(self, prefix: str, name: str, what: str) -> str | None:
+    def _valid_name(self, name: str, what: str) -> bool:
         if not _SET_NAME.match(name):
             self.issues.append(
                 Issue(source="tmrset", field=f"{what}.{name}", message="this name cannot name an nftables set")
             )
-            return None
-        return f"{prefix}_{name}"
+            return False
+        return True
 
-    def _identity_sets(self, base: str, members: Mapping[str, Sequence[Any]], flags: Mapping[str, JSON]) -> _Identity:
+    def _vmn(self, vmn: VMN) -> None:
+        """The VMN's alternatives for TMR elements, and the named sets of a VMN with a default action."""
+        if not self._valid_name(vmn.name, "vmns"):
+            return
+        interfaces, macs = sorted(set(vmn.interfaces)), sorted(set(vmn.macs))
+        addresses = {f: sorted({a for a in vmn.addresses if a.version == f}, key=int) for f in (4, 6)}
+        alts = [_if_alt(i) for i in interfaces] + [_mac_alt(m) for m in macs]
+        alts += [_network_alt(ipaddress.ip_network(a)) for f in (4, 6) for a in addresses[f]]
+        self.alternatives[(EndpointKind.VMN, vmn.name)] = alts
+        if vmn.name not in self.tmrset.vmn_defaults:
+            return
+        members: dict[str, list[Any]] = {
+            "if": interfaces,
+            "mac": macs,
+            "ip4": [str(a) for a in addresses[4]],
+            "ip6": [str(a) for a in addresses[6]],
+        }
         sets: list[tuple[str, str]] = []
         for kind in _KINDS:
-            elements = members.get(kind, ())
-            if not elements:
-                continue
-            name = f"{base}_{kind}"
-            self._set(name, _SET_TYPES[kind], elements, **flags.get(kind, {}))
-            sets.append((kind, name))
-        return _Identity(tuple(sets))
+            if members[kind]:
+                name = f"vmn_{vmn.name}_{kind}"
+                self._set(name, _SET_TYPES[kind], members[kind])
+                sets.append((kind, name))
+        self.default_sets[vmn.name] = tuple(sets)
 
-    def _vmn_sets(self, vmn: VMN) -> None:
-        base = self._set_name("vmn", vmn.name, "vmns")
-        if base is None:
+    def _group(self, group: Group) -> None:
+        if not self._valid_name(group.name, "groups"):
             return
-        members: dict[str, list[Any]] = {
-            "if": sorted(set(vmn.interfaces)),
-            "mac": sorted(set(vmn.macs)),
-            "ip4": _addresses(vmn, 4),
-            "ip6": _addresses(vmn, 6),
-        }
-        self.identities[(EndpointKind.VMN, vmn.name)] = self._identity_sets(base, members, {})
-
-    def _group_sets(self, group: Group) -> None:
-        base = self._set_name("grp", group.name, "groups")
-        if base is None:
-            return
-        members_vmns = [v for v in (self.tmrset.vmn(n) for n in group.vmns) if v is not None]
-        networks = [*group.networks, *(ipaddress.ip_network(a) for v in members_vmns for a in v.addresses)]
+        members = [v for v in (self.tmrset.vmn(n) for n in group.vmns) if v is not None]
+        networks = [*group.networks, *(ipaddress.ip_network(a) for v in members for a in v.addresses)]
+        alts = [_if_alt(i) for i in sorted({i for v in members for i in v.interfaces})]
+        alts += [_mac_alt(m) for m in sorted({m for v in members for m in v.macs})]
+        # merged: elements of one TMR must not overlap each other
         v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
         v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
-        members: dict[str, list[Any]] = {
-            "if": sorted({i for v in members_vmns for i in v.interfaces}),
-            "mac": sorted({m for v in members_vmns for m in v.macs}),
-            # merged and sorted: an interval set refuses overlapping elements
-            "ip4": [_network_value(n) for n in ipaddress.collapse_addresses(v4)],
-            "ip6": [_network_value(n) for n in ipaddress.collapse_addresses(v6)],
-        }
-        interval = {"flags": ["interval"]}
-        self.identities[(EndpointKind.GROUP, group.name)] = self._identity_sets(
-            base, members, {"ip4": interval, "ip6": interval}
-        )
+        alts += [_network_alt(n) for n in ipaddress.collapse_addresses(v4)]
+        alts += [_network_alt(n) for n in ipaddress.collapse_addresses(v6)]
+        self.alternatives[(EndpointKind.GROUP, group.name)] = alts
 
     def _reply_sets(self) -> None:
         for family, (ports_set, plain_set) in REPLY_SETS.items():
@@ -397,6 +491,146 @@ class _Compiler:
             dynamic = {"flags": ["timeout"], "timeout": REPLY_TIMEOUT_S, "size": REPLY_SET_SIZE}
             self._set(ports_set, [address, address, "inet_proto", "inet_service", "inet_service"], (), **dynamic)
             self._set(plain_set, [address, address, "inet_proto"], (), **dynamic)
+
+    # TMR maps
+
+    def _tmr_maps(self) -> list[_Map]:
+        """Every TMR's elements, in maps by layer, key shape and expiry; the maps added to the document."""
+        kept: list[tuple[TMR, str, int | None, list[_Element]]] = []
+        for tmr in self.tmrset.tmrs:
+            comment = tmr_comment(tmr.id)
+            if len(comment.encode()) > MAX_COMMENT_BYTES:
+                self.issues.append(
+                    Issue(
+                        source="tmrset",
+                        field=f"tmrs.{tmr.id}",
+                        message=f"the id is too long for an nftables comment (at most {MAX_COMMENT_BYTES - 4} bytes)",
+                    )
+                )
+                continue
+            timeout = self._timeout_s(tmr)
+            if timeout == 0:
+                continue
+            elements = self._elements(tmr)
+            if elements:
+                kept.append((tmr, comment, timeout, elements))
+        layers = assign_layers([[e.box for e in elements] for _, _, _, elements in kept])
+        maps: dict[tuple[int, bool, tuple[str, ...]], _Map] = {}
+        for (tmr, comment, timeout, elements), layer in zip(kept, layers, strict=True):
+            verdict = _verdict(tmr.action)
+            for element in elements:
+                key = (layer, timeout is not None, element.shape)
+                found = maps.get(key)
+                if found is None:
+                    found = maps[key] = _Map("", element.shape, layer, timeout is not None, [])
+                body: JSON = {"val": element.value, "comment": comment}
+                if timeout is not None:
+                    body["timeout"] = timeout
+                found.entries.append([{"elem": body}, verdict])
+                found.interval = found.interval or element.interval
+        ordered = sorted(maps.values(), key=lambda m: (m.layer, m.timeout, m.shape))
+        counts: dict[int, int] = {}
+        for found in ordered:
+            counts[found.layer] = counts.get(found.layer, 0) + 1
+            found.name = f"{TMR_MAP_PREFIX}{found.layer}_{counts[found.layer]}"
+            types = [_FIELDS[code][1] for code in found.shape]
+            flags = [f for f, on in (("interval", found.interval), ("timeout", found.timeout)) if on]
+            body = {
+                "family": FAMILY,
+                "table": TABLE,
+                "name": found.name,
+                "type": types[0] if len(types) == 1 else types,
+                "map": "verdict",
+                **({"flags": flags} if flags else {}),
+                "stmt": [_counter()],
+                "elem": found.entries,
+            }
+            self.items.append({"add": {"map": body}})
+        return ordered
+
+    def _timeout_s(self, tmr: TMR) -> int | None:
+        """Whole seconds left at `at` (None: no expiry); 0 means leave the TMR out."""
+        if tmr.expires_at is None:
+            return None
+        left = (tmr.expires_at - self.at).total_seconds()
+        return max(0, math.floor(left))
+
+    def _side(self, endpoint: Endpoint) -> list[_Alt] | None:
+        """The alternatives of one side; None for any (the side is left out of the key)."""
+        if endpoint.kind is EndpointKind.ANY:
+            return None
+        if endpoint.kind is EndpointKind.NETWORK:
+            address, _, length = endpoint.value.partition("/")
+            family = 6 if ":" in address else 4
+            alt = _ip_alt(address, int(length), family) if length.isdigit() else None
+            if alt is None:
+                try:
+                    alt = _network_alt(endpoint.as_network)
+                except ValueError as error:  # only a set built from unchecked JSON gets here; a TMR file cannot
+                    self.issues.append(Issue(source="tmrset", field="network", message=str(error)))
+                    return []
+            return [alt]
+        return self.alternatives.get((endpoint.kind, endpoint.value), [])  # a bad name is reported already
+
+    def _elements(self, tmr: TMR) -> list[_Element]:
+        srcs, dsts = self._side(tmr.src), self._side(tmr.dst)
+        protocol = tmr.protocol
+        number = protocol.number
+        protocol_family = _PROTOCOL_FAMILY.get(protocol)
+        ports = normalize_ports(tmr.ports)
+        # the transport part of the key, and of the box
+        l4: list[tuple[list[str], list[Any], tuple[Block, ...] | None, bool]] = []
+        if number is None:
+            l4.append(([], [], None, False))
+        elif ports:
+            for r in ports:
+                first, last = number << 16 | r.first, number << 16 | r.last
+                l4.append(
+                    (
+                        ["l4proto", "dport"],
+                        [_L4PROTO[protocol], _port_value(r)],
+                        range_blocks(first, last),
+                        r.first != r.last,
+                    )
+                )
+        else:
+            l4.append((["l4proto"], [_L4PROTO[protocol]], ((16, number),), False))
+        out: list[_Element] = []
+        for src in srcs if srcs is not None else [None]:
+            for dst in dsts if dsts is not None else [None]:
+                agree, family = _agree(src.family if src else None, dst.family if dst else None, protocol_family)
+                if not agree:
+                    continue
+                codes: list[str] = []
+                values: list[Any] = []
+                if src is not None:
+                    codes.append(_code("src", src))
+                    values.append(src.value)
+                if dst is not None:
+                    codes.append(_code("dst", dst))
+                    values.append(dst.value)
+                has_address = any(a is not None and a.kind == "ip" for a in (src, dst))
+                interval = any(a is not None and a.interval for a in (src, dst))
+                for f in (family,) if family is not None else (4, 6):
+                    head_codes, head_values = codes, values
+                    if not has_address:  # nothing else fixes the family
+                        head_codes, head_values = [*codes, "protocol"], [*values, _ip(f)]
+                    for l4_codes, l4_values, l4_box, l4_interval in l4:
+                        all_values = [*head_values, *l4_values]
+                        out.append(
+                            _Element(
+                                shape=(*head_codes, *l4_codes),
+                                value=all_values[0] if len(all_values) == 1 else {"concat": all_values},
+                                box=Box(
+                                    f,
+                                    None if src is None else (src.kind, src.block),
+                                    None if dst is None else (dst.kind, dst.block),
+                                    l4_box,
+                                ),
+                                interval=interval or l4_interval,
+                            )
+                        )
+        return out
 
     # rules
 
@@ -433,7 +667,7 @@ class _Compiler:
             )
         self._rule(ALLOWED_CHAIN, [{"accept": None}])
 
-    def _rules(self) -> list[tuple[str, list[JSON]]]:
+    def _rules(self, maps: Sequence[_Map]) -> list[tuple[str, list[JSON]]]:
         rules: list[tuple[str, list[JSON]]] = [
             (UNMANAGED_COMMENT, [_match(_meta("iifname"), f"@{PORTS_SET}", "!="), {"accept": None}]),
             ("vmshadow arp", [_match(_meta("protocol"), "arp"), {"accept": None}]),
@@ -473,115 +707,23 @@ class _Compiler:
                     ],
                 ),
             ]
-        for index, tmr in enumerate(self.tmrset.tmrs, start=1):
-            rules.extend(self._tmr_rules(index, tmr))
+        for found in maps:
+            fields = [_FIELDS[code][0] for code in found.shape]
+            key = fields[0] if len(fields) == 1 else {"concat": fields}
+            rules.append((f"{TMRS_COMMENT_PREFIX}{found.layer}", [{"vmap": {"key": key, "data": f"@{found.name}"}}]))
         for side in ("src", "dst"):
             for name, action in self.tmrset.vmn_defaults.items():
-                for alternative in self._alternatives(Endpoint.vmn(name), side):
-                    exprs = [alternative.expr] if alternative.expr is not None else []
-                    rules.append((f"vmn-default {name} {side}", [*exprs, _counter(), _verdict(action)]))
+                for expr in self._default_matches(name, side):
+                    rules.append((f"vmn-default {name} {side}", [*expr, _counter(), _verdict(action)]))
         rules.append((DEFAULT_COMMENT, [_counter(), _verdict(self.tmrset.default_action)]))
         return rules
 
-    def _gate_timeout_s(self, tmr: TMR) -> int | None:
-        """Whole seconds left at `at` (None: no expiry); 0 means leave the TMR out."""
-        if tmr.expires_at is None:
-            return None
-        left = (tmr.expires_at - self.at).total_seconds()
-        return max(0, math.floor(left))
-
-    def _tmr_rules(self, index: int, tmr: TMR) -> list[tuple[str, list[JSON]]]:
-        comment = tmr_comment(tmr.id)
-        if len(comment.encode()) > MAX_COMMENT_BYTES:
-            self.issues.append(
-                Issue(
-                    source="tmrset",
-                    field=f"tmrs.{tmr.id}",
-                    message=f"the id is too long for an nftables comment (at most {MAX_COMMENT_BYTES - 4} bytes)",
-                )
-            )
-            return []
-        timeout = self._gate_timeout_s(tmr)
-        if timeout == 0:
-            return []
-        gate: JSON | None = None
-        if timeout is not None:
-            name = f"gate_{index}"
-            self._set(
-                name,
-                "ether_type",
-                [{"elem": {"val": v, "timeout": timeout}} for v in ("ip", "ip6")],
-                flags=["timeout"],
-            )
-            gate = _match(_meta("protocol"), f"@{name}")
-        protocol_family = _PROTOCOL_FAMILY.get(tmr.protocol)
-        protocol = self._protocol(tmr)
-        rules: list[tuple[str, list[JSON]]] = []
-        for src in self._alternatives(tmr.src, "src"):
-            for dst in self._alternatives(tmr.dst, "dst"):
-                agree, family = _agree(src.family, dst.family, protocol_family)
-                if not agree:
-                    continue
-                exprs: list[JSON] = []
-                if gate is not None:
-                    exprs.append(gate)
-                elif family is None and tmr.protocol is Protocol.ANY:
-                    exprs.append(_match(_meta("protocol"), {"set": ["ip", "ip6"]}))
-                exprs.extend(e for e in (src.expr, dst.expr) if e is not None)
-                exprs.extend(protocol)
-                exprs.extend((_counter(), _verdict(tmr.action)))
-                rules.append((comment, exprs))
-        return rules
-
-    def _ports_value(self, ports: tuple[PortRange, ...]) -> Any:
-        """One port or range as it is; several as a named set shared by every TMR with the same list (thousands
-        of anonymous sets make the transaction many times slower to load)."""
-        ports = normalize_ports(ports)
-        if len(ports) == 1:
-            return _port_value(ports[0])
-        name = self.port_sets.get(ports)
-        if name is None:
-            name = self.port_sets[ports] = f"dports_{len(self.port_sets) + 1}"
-            self._set(name, "inet_service", [_port_value(r) for r in ports], flags=["interval"])
-        return f"@{name}"
-
-    def _protocol(self, tmr: TMR) -> list[JSON]:
-        """The protocol and port matches: ``tcp dport {...}`` (nft adds the ``meta l4proto`` check itself, which is
-        cheaper to load than writing it), or ``meta l4proto <name>`` without ports."""
-        if tmr.ports:
-            return [_match(_payload(_L4PROTO[tmr.protocol], "dport"), self._ports_value(tmr.ports))]
-        if tmr.protocol is Protocol.ANY:
-            return []
-        return [_match(_meta("l4proto"), _L4PROTO[tmr.protocol])]
-
-    def _alternatives(self, endpoint: Endpoint, side: str) -> Iterable[_Alternative]:
-        if endpoint.kind is EndpointKind.ANY:
-            return [_Alternative(None, None)]
-        if endpoint.kind is EndpointKind.NETWORK:
-            family, value = _network(endpoint)
-            return [_Alternative(family, _match(_payload(_ip(family), _ADDRESS_FIELD[side]), value))]
-        identity = self.identities.get((endpoint.kind, endpoint.value))
-        if identity is None:
-            return []  # a name that could not become a set, reported already
-        out: list[_Alternative] = []
-        for kind, name in identity.sets:
+    def _default_matches(self, name: str, side: str) -> Iterable[list[JSON]]:
+        """One match per identifier kind of a VMN with a default (a rule cannot OR different fields)."""
+        for kind, set_name in self.default_sets.get(name, ()):
             if kind == "if":
-                out.append(_Alternative(None, _match(_meta(_PORT_KEY[side]), f"@{name}")))
+                yield [_match(_meta(_PORT_KEY[side]), f"@{set_name}")]
             elif kind == "mac":
-                out.append(_Alternative(None, _match(_payload("ether", _ADDRESS_FIELD[side]), f"@{name}")))
+                yield [_match(_payload("ether", _ADDRESS_FIELD[side]), f"@{set_name}")]
             else:
-                family = 4 if kind == "ip4" else 6
-                out.append(_Alternative(family, _match(_payload(_ip(family), _ADDRESS_FIELD[side]), f"@{name}")))
-        return out
-
-
-def _agree(*families: int | None) -> tuple[bool, int | None]:
-    """Whether the address families agree, and the one they allow (None: either)."""
-    chosen: int | None = None
-    for family in families:
-        if family is None:
-            continue
-        if chosen is not None and chosen != family:
-            return False, None
-        chosen = family
-    return True, chosen
+                yield [_match(_payload(_ip(4 if kind == "ip4" else 6), _ADDRESS_FIELD[side]), f"@{set_name}")]
