@@ -16,6 +16,9 @@ class FindingKind(StrEnum):
     DNS_TUNNEL = "dns_tunnel"
     DGA = "dga"
     BEACONING = "beaconing"
+    EXFILTRATION = "exfiltration"
+    LATERAL_MOVEMENT = "lateral_movement"
+    ANOMALY = "anomaly"
 
 
 class Severity(StrEnum):
