@@ -157,15 +157,18 @@ def _loop(
     assert scan.returncode == 0, scan.stderr
 
     def deny_from_vm1() -> list[Proposal]:
+        """Deny proposals against vm1 whose rule covers the service port (a scan caught early may first give a
+        narrower proposal for the few ports seen so far, then a wider one)."""
         return [
             p
             for p in service.store.proposals()
             if p.kind is ProposalKind.ADD_DENY
             and p.rule is not None
             and p.rule.src.value in (vm1.name, f"{vm1.address.ip}/32")
+            and (not p.rule.ports or any(r.first <= SERVICE_PORT <= r.last for r in p.rule.ports))
         ]
 
-    (proposal,) = wait_for(deny_from_vm1, timeout_s=DETECTED_WITHIN_S, what="a deny proposal for the scanner")
+    proposal = wait_for(deny_from_vm1, timeout_s=DETECTED_WITHIN_S, what="a deny proposal for the scanner")[0]
     found_after_s = time.monotonic() - started  # from the start of the scan, the scan's own time included
     assert proposal.recommender == ScopedDenyRecommender.name
     assert proposal.evidence.finding_ids, "the proposal cites its findings"
