@@ -79,7 +79,8 @@ from pathlib import Path
 from typing import Any
 
 from vmshadow.adapters.sql import open_store
-from vmshadow.capture import shadow_port
+from vmshadow.capture import DEFAULT_BUDGET, CopyBudget, shadow_port
+from vmshadow.domain.errors import InputError
 from vmshadow.domain.net import PortRange, Protocol
 from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
 from vmshadow.enforcement.nft import NftEnforcer
@@ -102,7 +103,8 @@ READY_TIMEOUT_S = 30.0
 SETTLE_S = 0.5
 SATURATED_QUEUE = 1
 AUTOGROUP = Path("/proc/self/autogroup")
-MAX_TOTAL_S = 280.0  # stop starting new rounds after this (the finished rounds are reported)
+MAX_TOTAL_S = 280.0  # default --max-seconds: no new round starts after this (the finished rounds are reported)
+FOREIGN_MAX_CORES = 0.15  # a run during which other jobs used more CPU than this is reported but not summarised
 
 
 class TerminatedError(Exception):
@@ -118,6 +120,9 @@ class Bench:
     duration: int
     both_directions: bool
     pin: bool = False
+    budget: CopyBudget | None = DEFAULT_BUDGET
+    configs: tuple[str, ...] = CONFIGS
+    max_seconds: float = MAX_TOTAL_S
     started: float = field(default_factory=time.monotonic)
     errors: list[str] = field(default_factory=list)
     mirror_runs: list[dict[str, Any]] = field(default_factory=list)
@@ -128,7 +133,7 @@ class Bench:
         return str(self.server.address.ip)
 
     def over_time(self) -> bool:
-        return time.monotonic() - self.started > MAX_TOTAL_S
+        return time.monotonic() - self.started > self.max_seconds
 
 
 # --- iperf3 ---------------------------------------------------------------------------------------------------
@@ -143,7 +148,7 @@ def iperf(bench: Bench, test: str) -> dict[str, Any]:
         argv += ["-u", "-l", str(UDP_PAYLOAD), "-b", "0"]
     error = ""
     for _ in range(2):
-        cpu_before, wall_before = _cpu_ticks(), time.monotonic()
+        cpu_before, wall_before, procs_before = _cpu_ticks(), time.monotonic(), _processes()
         try:
             done = subprocess.run(
                 ["ip", "netns", "exec", bench.client.namespace, *argv],
@@ -160,7 +165,9 @@ def iperf(bench: Bench, test: str) -> dict[str, Any]:
             error = report.get("error", "") or ("" if done.returncode == 0 else f"exit {done.returncode}")
             if not error:
                 result = _tcp_result(report) if test == "tcp" else _udp_result(report)
-                result["cpu_cores"] = _cpu_cores(cpu_before, _cpu_ticks(), time.monotonic() - wall_before)
+                wall = time.monotonic() - wall_before
+                result["cpu_cores"] = _cpu_cores(cpu_before, _cpu_ticks(), wall)
+                result["cpu_cores"]["foreign"] = round(foreign_cpu_s(procs_before, _processes()) / wall, 3)
                 return result
         time.sleep(1.0)
     bench.errors.append(f"iperf3 {test}: {error}")
@@ -168,6 +175,18 @@ def iperf(bench: Bench, test: str) -> dict[str, Any]:
 
 
 _CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def foreign_cpu_s(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> float:
+    """CPU seconds that processes outside this benchmark (not its descendants, not kernel threads) used between two
+    snapshots: other jobs on the machine. Processes that started and ended in between are not seen."""
+    ours = descendant_pids(after) | IPERF_SERVER | {os.getpid()}
+    ticks = sum(
+        cpu - before.get(pid, (0, 0))[1]
+        for pid, (parent, cpu) in after.items()
+        if pid not in ours and parent != 2 and pid != 2  # kthreadd's children: softirq, workers (the data path)
+    )
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_ticks() -> list[int]:
@@ -260,11 +279,20 @@ def set_mirror(bench: Bench, on: bool) -> list[shadow_port.ShadowPort]:
     ports = []
     for host in vmn_hosts(bench):
         if on:
-            ports.append(shadow_port.attach(host.name, host.host_interface, both_directions=bench.both_directions))
+            ports.append(
+                shadow_port.attach(
+                    host.name, host.host_interface, both_directions=bench.both_directions, budget=bench.budget
+                )
+            )
         else:
             assert host.shadow_interface is not None
             shadow_port.detach(host.shadow_interface)
     return ports
+
+
+def shed_packets(ports: list[shadow_port.ShadowPort]) -> int:
+    """Copies the ports' copy budgets shed so far (packets as tc saw them: a GSO super-packet is one)."""
+    return sum(shadow_port.shed_counters(p).packets for p in ports)
 
 
 def mirrored_packets(ports: list[shadow_port.ShadowPort]) -> int:
@@ -396,7 +424,7 @@ def run_config(bench: Bench, config: str) -> dict[str, Any]:
             if config == "sae_idle":
                 out["demoted"] = sae.demote()
         out["readers"] = packet_sockets_on(readers)
-        before = mirrored_packets(ports)
+        before, shed_before = mirrored_packets(ports), shed_packets(ports)
         cpu_before, wall_before = descendant_cpu_s(), time.monotonic()
         for test in TESTS:
             out[test] = iperf(bench, test)
@@ -404,6 +432,7 @@ def run_config(bench: Bench, config: str) -> dict[str, Any]:
         if sae is not None:
             out["sae_cores"] = (descendant_cpu_s() - cpu_before) / (time.monotonic() - wall_before)
         out["mirrored_packets"] = mirrored_packets(ports) - before
+        out["shed_packets"] = shed_packets(ports) - shed_before
         if sae is not None:
             # let the tests' flows expire, so they are counted (and drained or shed); then one ping makes a fresh
             # flow on both ports, whose expiry is where each meter notices the stop flag (else stop waits 5 s)
@@ -428,11 +457,16 @@ def part_mirror(bench: Bench, rounds: int) -> None:
     runs = bench.mirror_runs
     for r in range(rounds):
         if bench.over_time():
-            bench.errors.append(f"mirror part: stopped after {r} rounds (time limit {MAX_TOTAL_S:g} s)")
+            bench.errors.append(f"mirror part: stopped after {r} rounds (time limit {bench.max_seconds:g} s)")
             break
-        order = CONFIGS[r % len(CONFIGS) :] + CONFIGS[: r % len(CONFIGS)]
+        configs = bench.configs
+        order = configs[r % len(configs) :] + configs[: r % len(configs)]
         for config in order:
             runs.append({"round": r, "config": config, **run_config(bench, config)})
+            foreign = max(runs[-1][t].get("cpu_cores", {}).get("foreign", 0.0) for t in TESTS)
+            if foreign > FOREIGN_MAX_CORES:
+                runs[-1]["excluded"] = True
+                bench.errors.append(f"round {r + 1} {config}: other jobs used {foreign:.2f} cores; not summarised")
             _progress(f"round {r + 1} {config}: {_brief(runs[-1])}")
     set_mirror(bench, True)  # as the lab had it
 
@@ -469,7 +503,7 @@ def part_tmrs(bench: Bench, enforcer: NftEnforcer, rounds: int) -> None:
     runs = bench.tmr_runs
     for r in range(rounds):
         if bench.over_time():
-            bench.errors.append(f"TMR part: stopped after {r} rounds (time limit {MAX_TOTAL_S:g} s)")
+            bench.errors.append(f"TMR part: stopped after {r} rounds (time limit {bench.max_seconds:g} s)")
             break
         order = TMR_SETS[r % len(TMR_SETS) :] + TMR_SETS[: r % len(TMR_SETS)]
         for name in order:
@@ -592,6 +626,7 @@ def summarize(runs: list[dict[str, Any]], configs: tuple[str, ...], baseline: st
                 "median": statistics.median(values) if values else None,
                 "ratio": statistics.median(values) / statistics.median(base) if values and base else None,
                 "round_ratios": per_round,
+                "paired_ratio": statistics.median(per_round) if per_round else None,
             }
             entry[test]["cpu_cores"] = [x[test].get("cpu_cores") for x in mine]
             if test == "udp64":
@@ -601,6 +636,7 @@ def summarize(runs: list[dict[str, Any]], configs: tuple[str, ...], baseline: st
                 entry[test]["retransmits"] = [x[test].get("retransmits") for x in mine]
         if any("mirrored_packets" in x for x in mine):
             entry["mirrored_packets"] = [x.get("mirrored_packets") for x in mine]
+            entry["shed_packets"] = [x.get("shed_packets") for x in mine]
             entry["readers"] = [x.get("readers") for x in mine]
         saes = [x["sae"] for x in mine if "sae" in x]
         if saes:
@@ -689,7 +725,9 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"{m['nproc']} x {m['cpu_model']}, kernel {m['kernel']}, {m['iperf3']}, {m['nft']}")
     print(
         f"{s['rounds']} rounds ({s['tmr_rounds']} for TMRs) x iperf3 -t {s['duration_s']}, median; mirror "
-        f"{'both directions' if s['both_directions'] else 'outgoing only'}; load avg {report['loadavg_start']}, "
+        f"{'both directions' if s['both_directions'] else 'outgoing only'}; copy budget "
+        f"{'none' if not s['budget'] else str(s['budget']['pps']) + '/s burst ' + str(s['budget']['burst'])} per port; "
+        f"load avg {report['loadavg_start']}, "
         f"busy before start {report['background_cpu_cores']['busy']:.2f} cores"
     )
     for part, title in (("mirror", "shadow ports and SAE"), ("tmrs", "TMR count")):
@@ -712,7 +750,11 @@ def print_table(report: dict[str, Any]) -> None:
                     f"socket drops {d['socket_dropped']:,}, flows {d['flows']} (consumed {d['consumed']}, "
                     f"queue drops {d['queue_dropped']})"
                 )
-            elif "apply_s" in e:
+            if "shed_packets" in e and part == "mirror":
+                shed = sum(x or 0 for x in e["shed_packets"])
+                copied = sum(x or 0 for x in e["mirrored_packets"])
+                extra = f"copied {copied:,}, shed {shed:,}" + (f"; {extra}" if extra else "")
+            if "apply_s" in e:
                 a = e["apply_s"]
                 extra = (
                     f"{e['rules']:,} rules, apply {a['total']:.3f} s (compile+commit {a['compile'] + a['commit']:.3f})"
@@ -735,9 +777,13 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     for config in SAE_CONFIGS:
         for test in TESTS:
             ratio = mirror.get(config, {}).get(test, {}).get("ratio")
+            paired = mirror.get(config, {}).get(test, {}).get("paired_ratio")
             if ratio is not None:
                 verdict = "met" if ratio >= TARGET_SAE else "MISSED"
-                out.append(f"{config} {test}: {ratio:.3f} of no-mirror (target >= {TARGET_SAE}: {verdict})")
+                out.append(
+                    f"{config} {test}: {ratio:.3f} of no-mirror (target >= {TARGET_SAE}: {verdict}); median of the "
+                    f"per-round ratios {_fmt_ratio(paired)}"
+                )
     tmrs = report.get("tmrs", {}).get("summary", {})
     for test in TESTS:
         ten, none = (tmrs.get(n, {}).get(test, {}).get("median") for n in ("tmrs10", "no_table"))
@@ -782,6 +828,25 @@ def _cleanup(step: str, action: Callable[[], Any], errors: list[str]) -> None:
         errors.append(f"cleanup {step}: {type(exc).__name__}: {exc}")
 
 
+def _configs(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [x for x in names if x not in CONFIGS]
+    if unknown or not names or names[0] != "no_mirror":
+        raise argparse.ArgumentTypeError(f"--configs {text!r}: no_mirror first, then any of {', '.join(CONFIGS)}")
+    return names
+
+
+def _budget(text: str) -> CopyBudget | None:
+    """PPS[/BURST] (burst defaults to a tenth of a second's budget) or 'none'."""
+    if text == "none":
+        return None
+    pps, _, burst = text.partition("/")
+    try:
+        return CopyBudget(int(pps), int(burst) if burst else max(1, int(pps) // 10))
+    except (ValueError, InputError) as exc:
+        raise argparse.ArgumentTypeError(f"--budget {text!r}: {exc}") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     global _quiet, _MAIN_PID
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -791,6 +856,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--both-directions", action="store_true", help="mirror what the VMNs receive too")
     parser.add_argument(
         "--pin", action="store_true", help=f"pin iperf3's client to CPU {CLIENT_CPU}, server to {SERVER_CPU}"
+    )
+    parser.add_argument(
+        "--budget",
+        type=_budget,
+        default=DEFAULT_BUDGET,
+        help=f"copies/s per shadow port, PPS[/BURST] or none (default {DEFAULT_BUDGET.pps}/{DEFAULT_BUDGET.burst})",
+    )
+    parser.add_argument(
+        "--configs",
+        type=_configs,
+        default=CONFIGS,
+        help=f"comma-separated part-1 configurations, no_mirror first (default {','.join(CONFIGS)})",
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=MAX_TOTAL_S, help=f"start no round after this (default {MAX_TOTAL_S:g})"
     )
     parser.add_argument("--skip-mirror", action="store_true", help="only the TMR part")
     parser.add_argument("--skip-tmrs", action="store_true", help="only the mirror part")
@@ -818,12 +898,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state = lab.up(2, bridge, both_directions=args.both_directions)
         client, server = state.vmns
-        bench = Bench(lab, state, client, server, args.duration, args.both_directions, args.pin, errors=errors)
+        bench = Bench(
+            lab,
+            state,
+            client,
+            server,
+            args.duration,
+            args.both_directions,
+            args.pin,
+            args.budget,
+            configs=args.configs,
+            max_seconds=args.max_seconds,
+            errors=errors,
+        )
+        set_mirror(bench, True)  # the lab attached with the default budget
         report["settings"] = {
             "rounds": args.rounds,
             "tmr_rounds": args.tmr_rounds,
             "duration_s": args.duration,
             "both_directions": args.both_directions,
+            "budget": {"pps": args.budget.pps, "burst": args.budget.burst} if args.budget else None,
+            "configs": list(args.configs),
+            "foreign_max_cores": FOREIGN_MAX_CORES,
             "pinned": {"client_cpu": CLIENT_CPU, "server_cpu": SERVER_CPU} if args.pin else None,
             "udp_payload_bytes": UDP_PAYLOAD,
             "lab_tag": lab.tag,
@@ -851,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         report["elapsed_s"] = round(time.monotonic() - bench.started, 1)
         if bench.mirror_runs:
             report["mirror"] = {
-                "summary": summarize(bench.mirror_runs, CONFIGS, "no_mirror"),
+                "summary": summarize(bench.mirror_runs, bench.configs, "no_mirror"),
                 "runs": bench.mirror_runs,
             }
         if bench.tmr_runs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 
 from tests.integration.labkit import drain, send_udp, tagged_lab, udp_listener, wait_until
 from vmshadow.adapters.sql import open_store
-from vmshadow.capture import mirror_counters
+from vmshadow.capture import CopyBudget, attach, mirror_counters, shed_counters
 from vmshadow.capture.shadow_port import refresh
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
@@ -23,6 +24,7 @@ from vmshadow.flows.live import LiveSource, MeteredPort
 from vmshadow.lab.state import LabHost, LabState
 
 pytestmark = pytest.mark.slow
+SO_RCVBUFFORCE = 33  # root may exceed net.core.rmem_max
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +166,38 @@ def refresh_port(host: LabHost):  # type: ignore[no-untyped-def]
 def test_vmn_map_from_the_lab_names_both_sides(lab: LabState) -> None:
     vm1 = lab.vmns[0]
     assert lab.vmn_map().identify(None, ipaddress.ip_address(str(vm1.address.ip))) == vm1.name
+
+
+def test_sent_equals_analysed_plus_socket_drops_plus_shed_under_a_small_budget(
+    lab: LabState, source: LiveSource
+) -> None:
+    """With a copy budget the invariant gains a term: every packet the VMN sent was analysed, dropped by the meter's
+    socket, or shed by the budget in the kernel (and the copies that were made, mirrored = analysed + dropped)."""
+    vm1, vm2 = lab.vmns[:2]
+    reader = metered(vm1).reader
+    budget, sent = CopyBudget(pps=50, burst=20), 300
+    try:
+        port = attach(vm1.name, vm1.host_interface, budget=budget)
+        assert wait_until(lambda: source.health[reader].heartbeats > 2, timeout_s=10)
+
+        def mirrored() -> int:
+            return sum(c.packets for c in mirror_counters(port).values())
+
+        def analysed_plus_dropped() -> int:
+            h = source.health[reader]
+            return h.analysed + h.socket_dropped
+
+        base_mirrored, base_seen, base_shed = mirrored(), analysed_plus_dropped(), shed_counters(port).packets
+        first = base_port()
+        with udp_listener(vm2.namespace, first) as listener:
+            listener.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)  # room for the whole burst
+            send_udp(vm1.namespace, str(vm2.address.ip), range(first, first + 1), repeat=sent)
+            assert drain(listener, expect=sent, timeout_s=10) == sent, "the budget never costs a live packet"
+        assert wait_until(
+            lambda: abs((mirrored() - base_mirrored) - (analysed_plus_dropped() - base_seen)) <= 2, timeout_s=15
+        ), f"mirrored {mirrored() - base_mirrored}, analysed+dropped {analysed_plus_dropped() - base_seen}"
+        copied, shed = mirrored() - base_mirrored, shed_counters(port).packets - base_shed
+    finally:
+        attach(vm1.name, vm1.host_interface)
+    assert shed > 0, "the burst was over the budget"
+    assert sent <= copied + shed <= sent + 2  # allowing 2 packets of the host's own (ARP)

@@ -21,7 +21,17 @@ import pytest
 from pyroute2 import IPRoute
 
 from tests.integration import labkit
-from vmshadow.capture import Direction, ShadowPort, attach, detach, find_attached, mirror_counters
+from vmshadow.capture import (
+    DEFAULT_BUDGET,
+    CopyBudget,
+    Direction,
+    ShadowPort,
+    attach,
+    detach,
+    find_attached,
+    mirror_counters,
+    shed_counters,
+)
 from vmshadow.capture.shadow_port import shadow_interface_name
 from vmshadow.domain.errors import InputError
 from vmshadow.lab import LabHost, LabState, open_socket
@@ -30,6 +40,7 @@ ETH_P_ALL = 0x0003
 BURST = 20
 QUIET_S = 0.3  # a shadow port or peer quiet this long after the expected count has nothing more to show
 DEADLINE_S = 3.0
+SO_RCVBUFFORCE = 33  # root may exceed net.core.rmem_max
 AFTER_S = 1.0  # once the sender's shadow port has shown the burst, the rest of the path has long delivered it
 
 
@@ -119,6 +130,7 @@ class Peer:
 
 
 def send_burst(source: LabHost, target: LabHost, port: int, count: int = BURST) -> None:
+    # bounded: `count` datagrams, sent as fast as the socket takes them
     with open_socket(source.namespace, socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for i in range(count):
             sock.sendto(b"vmshadow %d" % i, (str(target.address.ip), port))
@@ -171,11 +183,25 @@ def test_attaching_again_does_not_duplicate_the_copy(lab: LabState, port_number:
     assert tc_filter_count(vm1.host_interface, "ingress") == 1
 
 
-def tc_filter_count(interface: str, hook: str) -> int:
+def tc_filters(interface: str, hook: str) -> list[dict[str, object]]:
     out = subprocess.run(
         ["tc", "-j", "filter", "show", "dev", interface, hook], capture_output=True, text=True, check=True, timeout=10
     ).stdout
-    return sum(1 for f in json.loads(out) if f.get("options", {}).get("actions"))
+    return list(json.loads(out))
+
+
+def tc_filter_count(interface: str, hook: str) -> int:
+    """Mirror filters (u32 key nodes with actions) on a hook."""
+    return sum(1 for f in tc_filters(interface, hook) if f.get("options", {}).get("actions"))  # type: ignore[attr-defined]
+
+
+def budget_names(interface: str, hook: str) -> list[str]:
+    """The names of the bpf filters (copy budgets) on a hook, as the tc binary reads them back."""
+    return [
+        str(f["options"].get("bpf_name"))  # type: ignore[index]
+        for f in tc_filters(interface, hook)
+        if f.get("kind") == "bpf" and f.get("options")
+    ]
 
 
 def test_detach_stops_the_copies_and_attach_restores_them(lab: LabState, port_number: int) -> None:
@@ -209,7 +235,8 @@ def test_a_fresh_process_finds_the_attached_mirror_and_does_not_duplicate_it(lab
         "from vmshadow.capture import attach, find_attached\n"
         "found = [p for p in find_attached() if p.vmn == sys.argv[1]]\n"
         "attach(sys.argv[1], sys.argv[2])\n"
-        "rows = [[p.vmn, p.host_interface, p.shadow_interface, list(p.directions), p.kind] for p in found]\n"
+        "rows = [[p.vmn, p.host_interface, p.shadow_interface, list(p.directions), p.kind,\n"
+        "         p.budget.filter_name if p.budget else None] for p in found]\n"
         "print(json.dumps(rows))\n"
     )
     result = subprocess.run(
@@ -222,6 +249,7 @@ def test_a_fresh_process_finds_the_attached_mirror_and_does_not_duplicate_it(lab
     assert result.returncode == 0, result.stderr
     (found,) = json.loads(result.stdout)
     assert found[:4] == [vm1.name, vm1.host_interface, shadow_interface_name(vm1.name), ["outgoing"]]
+    assert found[5] == DEFAULT_BUDGET.filter_name  # the budget is read back from the kernel, not from a file
     copies, received = burst_seen(lab, port_number)
     assert (copies[vm1.name], received) == (BURST, BURST)
 
@@ -350,3 +378,96 @@ def test_shadow_interface_names_fit_and_are_stable() -> None:
     assert len(long) == 15
     assert shadow_interface_name("web-frontend-2") != long
     assert all(len(shadow_interface_name("x" * n)) <= 15 for n in range(1, 64))
+
+
+def test_copies_over_the_budget_are_shed_and_counted_while_every_live_packet_passes(
+    lab: LabState, port_number: int
+) -> None:
+    vm1, vm2 = lab.vmns
+    sent, budget = 150, CopyBudget(pps=20, burst=10)  # Peer.count reads at most 10 * BURST
+    try:
+        port = attach(vm1.name, vm1.host_interface, budget=budget)
+        assert shadow_of(vm1).budget == budget
+        mirrored_before = mirror_counters(port)[Direction.OUTGOING].packets
+        shed_before = shed_counters(port).packets
+        reader, peer = ShadowReader(port.shadow_interface), Peer(vm2, port_number)
+        peer.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)  # room for the whole burst
+        try:
+            started = time.monotonic()
+            send_burst(vm1, vm2, port_number, count=sent)
+            copies = reader.count_udp(port_number, sent, deadline_s=AFTER_S)
+            received = peer.count(sent)
+            elapsed = time.monotonic() - started
+        finally:
+            reader.close()
+            peer.close()
+        mirrored = mirror_counters(port)[Direction.OUTGOING].packets - mirrored_before
+        shed = shed_counters(port).packets - shed_before
+    finally:
+        attach(vm1.name, vm1.host_interface)
+    assert received == sent, "the live path never waits for the budget"
+    assert copies <= budget.burst + budget.pps * elapsed + 1, f"{copies} copies in {elapsed:.2f} s"
+    assert shed >= sent - copies - 2 > 0
+    # every packet vm1 sent was copied or shed, once (allowing 2 packets of the host's own, e.g. an ARP)
+    assert sent <= mirrored + shed <= sent + 2
+    assert copies <= mirrored
+
+
+def test_a_mirror_without_a_budget_is_upgraded_on_attach_and_budgets_are_not_duplicated(
+    lab: LabState, port_number: int
+) -> None:
+    vm1, _ = lab.vmns
+    try:
+        old = attach(vm1.name, vm1.host_interface, budget=None)  # as a vmshadow without budgets left it
+        assert old.budget is None
+        assert shadow_of(vm1).budget is None
+        assert budget_names(vm1.host_interface, "ingress") == []
+        upgraded = attach(vm1.name, vm1.host_interface)
+        assert upgraded.budget == shadow_of(vm1).budget == DEFAULT_BUDGET
+        changed = CopyBudget(pps=DEFAULT_BUDGET.pps * 2, burst=DEFAULT_BUDGET.burst)
+        attach(vm1.name, vm1.host_interface, budget=changed)
+        attach(vm1.name, vm1.host_interface, budget=changed)
+        assert budget_names(vm1.host_interface, "ingress") == [changed.filter_name]  # replaced, not added
+        assert shadow_of(vm1).budget == changed
+        assert tc_filter_count(vm1.host_interface, "ingress") == 1
+    finally:
+        attach(vm1.name, vm1.host_interface)
+    assert budget_names(vm1.host_interface, "ingress") == [DEFAULT_BUDGET.filter_name]
+    copies, received = burst_seen(lab, port_number)
+    assert (copies[vm1.name], received) == (BURST, BURST)
+
+
+def test_both_directions_share_one_budget_and_detach_removes_it(lab: LabState) -> None:
+    _, vm2 = lab.vmns
+    try:
+        attach(vm2.name, vm2.host_interface, both_directions=True)
+        assert budget_names(vm2.host_interface, "ingress") == [DEFAULT_BUDGET.filter_name]
+        assert budget_names(vm2.host_interface, "egress") == [DEFAULT_BUDGET.filter_name]
+        ids = budget_program_ids(vm2.host_interface)
+        assert len(ids) == 2
+        assert len(set(ids)) == 1, "one program, so one bucket per VMN"
+        assert detach(shadow_of(vm2)) is True
+        assert budget_names(vm2.host_interface, "ingress") == budget_names(vm2.host_interface, "egress") == []
+    finally:
+        attach(vm2.name, vm2.host_interface)
+    assert budget_names(vm2.host_interface, "egress") == []  # back to one direction
+
+
+def budget_program_ids(interface: str) -> list[int]:
+    return [
+        int(f["options"]["prog"]["id"])  # type: ignore[index]
+        for hook in ("ingress", "egress")
+        for f in tc_filters(interface, hook)
+        if f.get("kind") == "bpf" and f.get("options")
+    ]
+
+
+def test_a_bad_budget_is_refused_naming_the_field_and_changes_nothing(lab: LabState) -> None:
+    vm1, _ = lab.vmns
+    with pytest.raises(InputError, match="copy budget 0 packets/s") as caught:
+        attach(vm1.name, vm1.host_interface, budget=CopyBudget(pps=0, burst=10))
+    assert caught.value.issues[0].field == "pps"
+    with pytest.raises(InputError, match="copy burst"):
+        CopyBudget(pps=10, burst=0)
+    assert shadow_of(vm1).budget == DEFAULT_BUDGET
+    assert budget_names(vm1.host_interface, "ingress") == [DEFAULT_BUDGET.filter_name]

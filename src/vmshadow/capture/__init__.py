@@ -3,8 +3,10 @@
 Infrastructure: the SAE, refinement, review and the domain never import this package (import-linter contract).
 """
 
+from vmshadow.capture.budget import CopyBudget, ShedCounters
 from vmshadow.capture.discovery import discover_vmns
 from vmshadow.capture.shadow_port import (
+    DEFAULT_BUDGET,
     Direction,
     MirrorCounters,
     ShadowPort,
@@ -14,12 +16,16 @@ from vmshadow.capture.shadow_port import (
     mirror_counters,
     refresh,
     shadow_interface_name,
+    shed_counters,
 )
 
 __all__ = [
+    "DEFAULT_BUDGET",
+    "CopyBudget",
     "Direction",
     "MirrorCounters",
     "ShadowPort",
+    "ShedCounters",
     "attach",
     "detach",
     "discover_vmns",
@@ -27,4 +33,5 @@ __all__ = [
     "mirror_counters",
     "refresh",
     "shadow_interface_name",
+    "shed_counters",
 ]

@@ -16,7 +16,10 @@ process finds existing shadow ports without any file (`find_attached`).
 
 Filters are ours when they sit at our priority on our hook and mirror into a shadow port:
 ingress prio 49152 (`Direction.OUTGOING`), egress prio 49153 (`Direction.INCOMING`). The priorities differ because
-u32 lists every filter of a clsact qdisc that shares a priority under both hooks.
+u32 lists every filter of a clsact qdisc that shares a priority under both hooks. In front of each mirror, one
+priority earlier (49150 ingress, 49151 egress), sits the VMN's copy budget (capture/budget.py, an eBPF classifier:
+this kernel has no ``act_police``): copies over the budget are shed in the kernel and counted (`shed_counters`),
+while the live packet always goes on.
 
 Counters (`mirror_counters`) are the mirred action's statistics: packets count GSO segments (about the wire
 packets), bytes count ``skb->len`` of what was copied, so headers are counted once per GSO super-packet, and on the
@@ -30,6 +33,7 @@ import errno
 import hashlib
 import os
 import re
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +43,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from vmshadow.capture import budget as copy_budget
+from vmshadow.capture.budget import CopyBudget, ShedCounters
 from vmshadow.capture.netlink import find_link, ifname, kernel_error, link_kind
 from vmshadow.domain.errors import BackendUnavailableError, InputError, Issue
 
@@ -73,6 +79,10 @@ _HOOKS: dict[Direction, tuple[int, int]] = {
     Direction.OUTGOING: (TC_INGRESS_PARENT, 49152),
     Direction.INCOMING: (TC_EGRESS_PARENT, 49153),
 }
+_BUDGET_PRIO: dict[Direction, int] = {Direction.OUTGOING: 49150, Direction.INCOMING: 49151}  # before the mirror
+_TCA_BPF_ID = 11  # pyroute2 0.9.7 does not name it
+DEFAULT_BUDGET = CopyBudget(pps=20_000, burst=2_000)
+"""Copies per second a shadow port takes by default; the rest are shed and counted (docs/live.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +91,8 @@ class ShadowPort:
 
     `directions` is empty when the shadow port exists but nothing feeds it any more (the host-side interface went
     away, e.g. the guest stopped); `detach` removes such a port. `snaplen` is a setting for readers of the port
-    (a tc mirror always copies whole packets): `None` means whole packets.
+    (a tc mirror always copies whole packets): `None` means whole packets. `budget` is the kernel-side copy budget
+    in front of the mirrors (capture/budget.py), `None` when every packet is copied.
     """
 
     vmn: str
@@ -92,6 +103,7 @@ class ShadowPort:
     directions: tuple[Direction, ...]
     kind: str
     snaplen: int | None = None
+    budget: CopyBudget | None = None
 
     @property
     def reader_interface(self) -> str:
@@ -139,13 +151,21 @@ def reader_interface_name(shadow_interface: str) -> str:
 
 
 def attach(
-    vmn_name: str, host_interface: str, *, both_directions: bool = False, snaplen: int | None = None
+    vmn_name: str,
+    host_interface: str,
+    *,
+    both_directions: bool = False,
+    snaplen: int | None = None,
+    budget: CopyBudget | None = DEFAULT_BUDGET,
 ) -> ShadowPort:
     """Give `vmn_name` a shadow port fed from `host_interface`; safe to call again (nothing is duplicated).
 
     The call is declarative: afterwards the port is fed in exactly the requested directions (a second call
-    without `both_directions` removes an incoming copy a first call added). A VMN has one host-side interface
-    per shadow port: attaching it to another interface while the first still feeds it is an `InputError`.
+    without `both_directions` removes an incoming copy a first call added), under exactly `budget` copies per
+    second (`None`: no budget, every packet copied). A mirror attached before budgets existed, or with another
+    budget, gets the requested one: the budget goes in front of the mirror first, so no copy is duplicated and
+    none goes unbudgeted. A VMN has one host-side interface per shadow port: attaching it to another interface
+    while the first still feeds it is an `InputError`.
     """
     _check_attach_input(vmn_name, host_interface, snaplen)
     wanted = (Direction.OUTGOING, Direction.INCOMING) if both_directions else (Direction.OUTGOING,)
@@ -179,12 +199,17 @@ def attach(
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise kernel_error(f"add clsact to {host_interface}", exc) from exc
+        if budget is not None:
+            _put_budget(ipr, host_idx, wanted, budget)  # before any new mirror: no copy goes unbudgeted
         present = {m.direction: m for m in _mirrors_on(ipr, host_idx) if m.shadow_ifindex == shadow_idx}
         for direction in Direction:
             if direction in wanted and direction not in present:
                 _add_mirror(ipr, host_idx, direction, shadow_idx)
             elif direction not in wanted and direction in present:
                 _delete_mirror(ipr, present[direction])
+        for found in _budget_filters_on(ipr, host_idx):  # after the mirrors they guarded are gone
+            if budget is None or found.direction not in wanted:
+                _delete_budget(ipr, found)
     return ShadowPort(
         vmn=vmn_name,
         host_interface=host_interface,
@@ -194,6 +219,7 @@ def attach(
         directions=wanted,
         kind=kind,
         snaplen=snaplen,
+        budget=budget,
     )
 
 
@@ -215,6 +241,8 @@ def detach(port: ShadowPort | str) -> bool:
         for mirror in feeding:
             _delete_mirror(ipr, mirror)
         for host_idx in {m.host_ifindex for m in feeding}:
+            for found in _budget_filters_on(ipr, host_idx):
+                _delete_budget(ipr, found)
             _drop_empty_clsact(ipr, host_idx)
         _delete_link(ipr, shadow_idx)
     return True
@@ -225,7 +253,9 @@ def find_attached() -> list[ShadowPort]:
     with _ipr() as ipr:
         links = list(ipr.get_links())
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
-        mirrors = _all_mirrors(ipr)
+        hosts = _clsact_ifindexes(ipr)
+        mirrors = [m for idx in hosts for m in _mirrors_on(ipr, idx)]
+        budgets = {idx: _budget_filters_on(ipr, idx) for idx in hosts}
     ports = []
     for link in links:
         name = names[link["index"]]
@@ -236,6 +266,7 @@ def find_attached() -> list[ShadowPort]:
         feeding = [m for m in mirrors if m.shadow_ifindex == link["index"]]
         host_idx = feeding[0].host_ifindex if feeding else None
         host_name = names.get(host_idx, "") if host_idx is not None else label.get("host", "")
+        guards = budgets.get(host_idx, []) if host_idx is not None else []
         ports.append(
             ShadowPort(
                 vmn=label.get("vmn", name[len(SHADOW_PREFIX) :]),
@@ -246,6 +277,7 @@ def find_attached() -> list[ShadowPort]:
                 directions=tuple(d for d in Direction if any(m.direction == d for m in feeding)),
                 kind=kind,
                 snaplen=_int_or_none(label.get("snaplen")),
+                budget=min((g.direction, g.budget) for g in guards)[1] if guards else None,
             )
         )
     return sorted(ports, key=lambda p: p.vmn)
@@ -283,6 +315,22 @@ def mirror_counters(port: ShadowPort) -> dict[Direction, MirrorCounters]:
             drops=seen.drops + m.counters.drops,
         )
     return totals
+
+
+def shed_counters(port: ShadowPort) -> ShedCounters:
+    """What the copy budget in front of `port`'s mirrors shed since it was put there (zero without a budget).
+
+    One budget serves both directions of a port. Packets count what tc saw (a GSO super-packet is one), unlike
+    the mirror's counters; see the module doc.
+    """
+    with _ipr() as ipr:
+        host = find_link(ipr, port.host_interface) if port.host_interface else None
+        guards = _budget_filters_on(ipr, host["index"]) if host is not None else []
+    packets = nbytes = 0
+    for prog_id in sorted({g.prog_id for g in guards}):
+        shed = copy_budget.shed_counters(prog_id)
+        packets, nbytes = packets + shed.packets, nbytes + shed.bytes
+    return ShedCounters(packets=packets, bytes=nbytes)
 
 
 # --- kernel access -------------------------------------------------------------------------------------------
@@ -458,6 +506,77 @@ def _mirrors_on(ipr: Any, host_idx: int) -> list[_Mirror]:
                 )
                 found.append(_Mirror(host_idx, direction, int(msg["handle"]), int(parms["ifindex"]), counters))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class _BudgetFilter:
+    host_ifindex: int
+    direction: Direction
+    handle: int
+    budget: CopyBudget
+    prog_id: int
+
+
+def _budget_filters_on(ipr: Any, host_idx: int) -> list[_BudgetFilter]:
+    """Our copy budgets on one interface: a bpf filter at our budget priority whose name records a budget."""
+    found = []
+    for direction, prio in _BUDGET_PRIO.items():
+        parent = _HOOKS[direction][0]
+        for msg in _filters(ipr, host_idx, parent):
+            options = msg.get_attr("TCA_OPTIONS")
+            if msg["info"] >> 16 != prio or msg.get_attr("TCA_KIND") != "bpf" or options is None:
+                continue
+            budget = CopyBudget.from_filter_name(options.get_attr("TCA_BPF_NAME"))
+            prog_id = _bpf_prog_id(options)
+            if budget is not None and prog_id is not None:
+                found.append(_BudgetFilter(host_idx, direction, int(msg["handle"]), budget, prog_id))
+    return found
+
+
+def _bpf_prog_id(options: Any) -> int | None:
+    for name, value in options["attrs"]:
+        if name == "UNKNOWN" and value["header"]["type"] == _TCA_BPF_ID and value["header"]["length"] >= 8:
+            return int(struct.unpack_from("<I", value.data, value.offset + 4)[0])
+    return None
+
+
+def _put_budget(ipr: Any, host_idx: int, wanted: tuple[Direction, ...], budget: CopyBudget) -> None:
+    """Make `budget` guard the mirrors of `wanted` with one program (one bucket per VMN); swap, never gap."""
+    present = {f.direction: f for f in _budget_filters_on(ipr, host_idx)}
+    current = [present.get(d) for d in wanted]
+    if all(f is not None and f.budget == budget for f in current) and len({f.prog_id for f in current if f}) == 1:
+        return
+    loaded = copy_budget.load(budget)
+    try:
+        for direction in wanted:
+            existing = present.get(direction)
+            # replacing the filter's handle swaps the program atomically: the mirror is never unguarded
+            _netlink(
+                f"put the {direction} copy budget",
+                ipr.tc,
+                "replace-filter" if existing else "add-filter",
+                "bpf",
+                host_idx,
+                handle=existing.handle if existing else None,
+                parent=_HOOKS[direction][0],
+                prio=_BUDGET_PRIO[direction],
+                protocol=ETH_P_ALL,
+                fd=loaded.prog_fd,
+                name=budget.filter_name,
+                direct_action=True,
+            )
+    finally:
+        loaded.close()  # the filters hold the program, the program holds its map
+
+
+def _delete_budget(ipr: Any, found: _BudgetFilter) -> None:
+    parent = _HOOKS[found.direction][0]
+    info = (_BUDGET_PRIO[found.direction] << 16) | _htons(ETH_P_ALL)
+    try:
+        ipr.tc("del-filter", index=found.host_ifindex, parent=parent, handle=found.handle, info=info)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
+            raise kernel_error(f"remove the {found.direction} copy budget", exc) from exc
 
 
 def _htons(value: int) -> int:

@@ -16,6 +16,7 @@ COLUMNS = (
     ("vmn", "VMN"),
     ("shadow_port", "shadow port"),
     ("mirrored_packets", "mirrored pkts"),
+    ("shed_packets", "shed copies"),
     ("analysed_packets", "analysed pkts"),
     ("socket_dropped_packets", "socket drops"),
     ("queue_dropped_flows", "queue drops (flows)"),
@@ -27,7 +28,8 @@ def vmns(
     status: Annotated[Path, typer.Option("--status", help="Status file written by `vmshadow run`.")] = DEFAULT_STATUS,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Per-VMN mirror health: packets mirrored (tc), analysed and dropped (socket), flows dropped (queue)."""
+    """Per-VMN mirror health: packets mirrored (tc), shed by the copy budget, analysed and dropped (socket), flows
+    dropped (queue)."""
     try:
         document: dict[str, Any] = json.loads(status.read_text())
     except FileNotFoundError:
@@ -40,7 +42,8 @@ def vmns(
     for _, title in COLUMNS:
         table.add_column(title)
     for row in document.get("vmns", []):
-        table.add_row(*(str(row.get(key, "")) for key, _ in COLUMNS))
+        table.add_row(*(str(row.get(key, "-")) for key, _ in COLUMNS))  # "-": a service that does not report it
     console.print(table)
-    console.print("mirrored counts tc's copies; analysed + socket drops count what the meter read (GSO packets "
-                  "count once in both).")  # fmt: skip
+    console.print("mirrored counts tc's copies; shed counts what the copy budget passed on without a copy (the live "
+                  "packet always goes on); analysed + socket drops count what the meter read (GSO packets count once "
+                  "in both).")  # fmt: skip

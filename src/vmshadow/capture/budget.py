@@ -1,0 +1,240 @@
+"""The copy budget: a kernel-side token bucket in front of a shadow port's mirror, so copies are shed first.
+
+This kernel has no ``act_police`` (nor ``act_gact``): ``CONFIG_NET_ACT_POLICE`` is not set, and ``tc ... action
+police`` fails with "Failed to load TC action module" (measured). It has ``cls_bpf``. So the budget is a small eBPF
+classifier (direct-action) placed on the same clsact hook as the mirror, one priority before it:
+
+- a packet within the budget gets ``TC_ACT_UNSPEC``: the classifier "does not match", tc goes on to the next
+  filter, the u32 ``mirred egress mirror``, and the packet is copied;
+- a packet over the budget gets ``TC_ACT_OK``: classification ends there, the mirror never runs, the packet
+  goes on to the bridge as always, and the program counts it (packets and bytes) as shed.
+
+Either way the live packet passes: the program has no verdict that drops or redirects it.
+
+The bucket is GCRA (the "virtual scheduling" form of a token bucket) on ``bpf_ktime_get_ns``: a packet conforms
+unless its theoretical arrival time is more than ``burst`` intervals ahead of now. It counts packets as the kernel
+sees them at tc (a GSO super-packet is one), which is also what a reader of the shadow port receives, so the budget
+bounds the reader's work. Two CPUs may update the arrival time at once; the race lets a few extra copies through,
+never sheds live traffic, and the shed counters are atomic.
+
+One program and its map (one per VMN) serve both directions of a shadow port: the budget is per VMN. The budget is
+in the program (immediates) and in the filter's name (``vmshadow-budget pps=N burst=M``), which a fresh process reads
+back from the kernel; the shed counters live in the program's map, found from the filter through the program id.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import struct
+from dataclasses import dataclass
+
+from vmshadow.domain.errors import BackendUnavailableError, InputError, Issue
+
+FILTER_NAME_TAG = "vmshadow-budget"
+_NAME = re.compile(rf"^{FILTER_NAME_TAG} pps=(\d+) burst=(\d+)$")
+
+# bpf(2) commands, types and constants (uapi/linux/bpf.h)
+_SYS_BPF = 321  # x86_64
+_BPF_MAP_CREATE, _BPF_MAP_LOOKUP_ELEM, _BPF_PROG_LOAD = 0, 1, 5
+_BPF_PROG_GET_FD_BY_ID, _BPF_MAP_GET_FD_BY_ID, _BPF_OBJ_GET_INFO_BY_FD = 13, 14, 15
+_BPF_MAP_TYPE_ARRAY = 2
+_BPF_PROG_TYPE_SCHED_CLS = 3
+_BPF_PSEUDO_MAP_FD = 1
+_FN_MAP_LOOKUP_ELEM, _FN_KTIME_GET_NS = 1, 5
+_TC_ACT_OK, _TC_ACT_UNSPEC = 0, -1
+_ATTR_SIZE = 128
+_VALUE = struct.Struct("<QQQ")  # theoretical arrival time (ns), shed packets, shed bytes
+_NS_PER_S = 1_000_000_000
+MAX_PPS = 10_000_000
+MAX_BURST = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CopyBudget:
+    """How many copies per second a shadow port may take (`pps`), with bursts of up to `burst` packets."""
+
+    pps: int
+    burst: int
+
+    def __post_init__(self) -> None:
+        issues = []
+        if not 1 <= self.pps <= MAX_PPS:
+            issues.append(Issue("capture", f"copy budget {self.pps} packets/s is outside 1..{MAX_PPS}", field="pps"))
+        if not 1 <= self.burst <= MAX_BURST:
+            issues.append(Issue("capture", f"copy burst {self.burst} is outside 1..{MAX_BURST}", field="burst"))
+        if issues:
+            raise InputError(issues)
+
+    @property
+    def filter_name(self) -> str:
+        return f"{FILTER_NAME_TAG} pps={self.pps} burst={self.burst}"
+
+    @classmethod
+    def from_filter_name(cls, name: str | None) -> CopyBudget | None:
+        """The budget a filter name records, or None when the name is not ours."""
+        found = _NAME.match(name or "")
+        return cls(int(found.group(1)), int(found.group(2))) if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class ShedCounters:
+    """Copies the budget shed: the live packets passed on without a copy."""
+
+    packets: int = 0
+    bytes: int = 0
+
+
+# --- the program ------------------------------------------------------------------------------------------------
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhI", code, (src << 4) | dst, off, imm & 0xFFFFFFFF)
+
+
+def _ld_imm64(dst: int, value: int, src: int = 0) -> bytes:
+    return _insn(0x18, dst, src, 0, value) + _insn(0, 0, 0, 0, value >> 32)
+
+
+def program(map_fd: int, budget: CopyBudget) -> bytes:
+    """The classifier's instructions (see the module doc). Registers: r6 skb, r7 skb->len, r8 the map value."""
+    interval = max(1, _NS_PER_S // budget.pps)
+    tolerance = interval * budget.burst
+    insns = [
+        _insn(0xBF, 6, 1),  # r6 = r1 (skb)
+        _insn(0x61, 7, 6, 0),  # r7 = skb->len
+        _insn(0x62, 10, 0, -4, 0),  # *(u32 *)(r10 - 4) = 0: the key
+        _insn(0xBF, 2, 10),  # r2 = r10
+        _insn(0x07, 2, 0, 0, -4),  # r2 += -4
+        _ld_imm64(1, map_fd, _BPF_PSEUDO_MAP_FD),  # r1 = the map (2 slots)
+        _insn(0x85, imm=_FN_MAP_LOOKUP_ELEM),  # r0 = bpf_map_lookup_elem(r1, r2)
+        _insn(0x15, 0, 0, 13, 0),  # if r0 == 0 goto copy (no state: copy, never shed by mistake)
+        _insn(0xBF, 8, 0),  # r8 = r0
+        _insn(0x85, imm=_FN_KTIME_GET_NS),  # r0 = now
+        _insn(0x79, 1, 8, 0),  # r1 = arrival time
+        _ld_imm64(2, tolerance),  # r2 = tolerance (2 slots)
+        _insn(0x0F, 2, 0),  # r2 += now
+        _insn(0x2D, 1, 2, 8),  # if arrival > now + tolerance goto shed
+        _insn(0x2D, 1, 0, 1),  # if arrival > now goto +1
+        _insn(0xBF, 1, 0),  # arrival = now
+        _ld_imm64(3, interval),  # r3 = interval (2 slots)
+        _insn(0x0F, 1, 3),  # arrival += interval
+        _insn(0x7B, 8, 1, 0),  # store arrival
+        # copy:
+        _insn(0xB7, 0, 0, 0, _TC_ACT_UNSPEC),  # r0 = TC_ACT_UNSPEC: on to the mirror
+        _insn(0x95),  # exit
+        # shed:
+        _insn(0xB7, 1, 0, 0, 1),  # r1 = 1
+        _insn(0xDB, 8, 1, 8, 0),  # lock *(u64 *)(r8 + 8) += 1
+        _insn(0xDB, 8, 7, 16, 0),  # lock *(u64 *)(r8 + 16) += skb->len
+        _insn(0xB7, 0, 0, 0, _TC_ACT_OK),  # r0 = TC_ACT_OK: classification ends, no copy, the packet passes
+        _insn(0x95),  # exit
+    ]
+    return b"".join(insns)
+
+
+# --- bpf(2) -----------------------------------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char], what: str) -> int:
+    result = int(_libc.syscall(_SYS_BPF, cmd, attr, len(attr)))
+    if result < 0:
+        code = ctypes.get_errno()
+        if code in (errno.ENOSYS, errno.EPERM):
+            raise BackendUnavailableError(f"the copy budget needs bpf(2) as root: {what}: {os.strerror(code)}")
+        raise BackendUnavailableError(f"the kernel refused to {what}: {os.strerror(code)} ({code})")
+    return result
+
+
+def _attr(fmt: str, *values: object) -> ctypes.Array[ctypes.c_char]:
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into(fmt, attr, 0, *values)
+    return attr
+
+
+@dataclass
+class LoadedBudget:
+    """A loaded budget program and its map; close the descriptors once a tc filter holds the program."""
+
+    prog_fd: int
+    map_fd: int
+
+    def close(self) -> None:
+        for fd in (self.prog_fd, self.map_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.prog_fd = self.map_fd = -1
+
+
+def load(budget: CopyBudget) -> LoadedBudget:
+    """Create the map and load the classifier for `budget`."""
+    map_fd = _bpf(
+        _BPF_MAP_CREATE,
+        _attr("<IIIIIII16s", _BPF_MAP_TYPE_ARRAY, 4, _VALUE.size, 1, 0, 0, 0, b"vms_budget"),
+        "create the copy budget's map",
+    )
+    code = program(map_fd, budget)
+    insns = ctypes.create_string_buffer(code, len(code))
+    license_ = ctypes.create_string_buffer(b"GPL")
+    log = ctypes.create_string_buffer(16384)
+    attr = _attr(
+        "<IIQQIIQII16s",
+        _BPF_PROG_TYPE_SCHED_CLS,
+        len(code) // 8,
+        ctypes.addressof(insns),
+        ctypes.addressof(license_),
+        1,
+        len(log),
+        ctypes.addressof(log),
+        0,
+        0,
+        b"vms_budget",
+    )
+    try:
+        prog_fd = _bpf(_BPF_PROG_LOAD, attr, "load the copy budget program")
+    except BackendUnavailableError as exc:
+        os.close(map_fd)
+        verifier = log.value.decode(errors="replace").strip().splitlines()[-3:]
+        raise BackendUnavailableError(f"{exc}; verifier: {' | '.join(verifier)}") from exc
+    return LoadedBudget(prog_fd, map_fd)
+
+
+def program_fd(prog_id: int) -> int:
+    """A descriptor for the loaded program `prog_id` (the caller closes it)."""
+    return _bpf(_BPF_PROG_GET_FD_BY_ID, _attr("<I", prog_id), f"open budget program {prog_id}")
+
+
+def shed_counters(prog_id: int) -> ShedCounters:
+    """What the program `prog_id` (as a tc filter dump names it) has shed so far."""
+    prog_fd = program_fd(prog_id)
+    try:
+        info = ctypes.create_string_buffer(256)
+        map_ids = (ctypes.c_uint32 * 4)()
+        struct.pack_into("<IQ", info, 52, 4, ctypes.addressof(map_ids))
+        _bpf(
+            _BPF_OBJ_GET_INFO_BY_FD,
+            _attr("<IIQ", prog_fd, len(info), ctypes.addressof(info)),
+            "read the budget program's maps",
+        )
+        (count,) = struct.unpack_from("<I", info, 52)
+    finally:
+        os.close(prog_fd)
+    if count != 1:
+        raise BackendUnavailableError(f"budget program {prog_id} has {count} maps, not 1: not ours")
+    map_fd = _bpf(_BPF_MAP_GET_FD_BY_ID, _attr("<I", map_ids[0]), "open the budget's map")
+    try:
+        key = ctypes.create_string_buffer(struct.pack("<I", 0), 4)
+        value = ctypes.create_string_buffer(_VALUE.size)
+        _bpf(
+            _BPF_MAP_LOOKUP_ELEM,
+            _attr("<IIQQQ", map_fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0),
+            "read the budget's counters",
+        )
+    finally:
+        os.close(map_fd)
+    _, packets, nbytes = _VALUE.unpack(value.raw)
+    return ShedCounters(packets=packets, bytes=nbytes)
