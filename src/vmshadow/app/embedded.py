@@ -20,13 +20,14 @@ from typing import Any
 from vmshadow.analysis.detector import Detector
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
-from vmshadow.domain.proposal import Proposal
+from vmshadow.domain.proposal import Proposal, ProposalState
 from vmshadow.domain.tmr import TMRSet
 from vmshadow.flows.live import LiveSource, PortHealth
 from vmshadow.ports.store import Store
 from vmshadow.refinement.guardrails import GuardRails
-from vmshadow.refinement.merge import keep_decision
+from vmshadow.refinement.merge import keep_decision, merge_proposals
 from vmshadow.refinement.recommender import RecommendContext, Recommender
+from vmshadow.refinement.widen import placed
 from vmshadow.stages.analyze import run_analyze
 from vmshadow.stages.recommend import run_recommend
 
@@ -126,13 +127,21 @@ class EmbeddedService:
         if findings:
             context = RecommendContext(now=self.clock(), flows=tuple(self.recent), guard_rails=self.guard_rails)
             fresh = run_recommend(findings, self.tmrset, self.recommenders, context, self.trust())
-            proposals = [keep_decision(self.store.proposal(p.id), p) for p in fresh]
+            proposals = merge_proposals([self._placed(p) for p in fresh])
         self.store.save_batch(flows=flows, findings=findings, proposals=proposals)
         self._pending_flows, self._pending_findings = [], []
         if findings or proposals:
             self.on_stored(findings, proposals)
         for p in proposals:
             self.on_proposal(p)
+
+    def _placed(self, fresh: Proposal) -> Proposal:
+        """A fresh proposal made again keeps the stored one's decision; a new one may widen (or join) a proposal
+        still waiting for review instead of standing beside it (`refinement.widen`)."""
+        stored = self.store.proposal(fresh.id)
+        if stored is not None:
+            return keep_decision(stored, fresh)
+        return placed(fresh, self.store.proposals(state=ProposalState.PROPOSED))
 
     def _run_periodic(self) -> None:
         now = self.clock()

@@ -1,0 +1,74 @@
+"""The service stores one proposal per growing attack: a later, wider deny takes the waiting one's place."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+from pathlib import Path
+
+from tests.factories import at, make_finding
+from vmshadow.adapters.sql import open_store
+from vmshadow.app.embedded import EmbeddedService
+from vmshadow.domain.flow import TCP
+from vmshadow.domain.proposal import ProposalKind, ProposalState
+from vmshadow.domain.tmr import TMRSet
+from vmshadow.domain.vmn import VMN
+from vmshadow.refinement.scoped_deny import ScopedDenyRecommender
+
+SCANNER, TARGET = ipaddress.ip_address("198.18.0.11"), ipaddress.ip_address("198.18.0.12")
+
+
+def scan(n: int, ports: range) -> object:
+    return make_finding(
+        n, src_ip=SCANNER, src_vmn="vm1", dst_ips=(TARGET,), dst_ports=tuple(ports), protocol=TCP, score=0.9,
+        first_seen_at=at(0), observed_at=at(n),
+    )  # fmt: skip
+
+
+def service(tmp_path: Path) -> EmbeddedService:
+    tmrset = TMRSet(vmns=(VMN("vm1", addresses=(SCANNER,)), VMN("vm2", addresses=(TARGET,))))
+    now = [at(100)]
+    return EmbeddedService(
+        source=None,  # type: ignore[arg-type]  # only _flush is driven here
+        store=open_store(f"sqlite:///{tmp_path / 'v.db'}"),
+        tmrset=tmrset,
+        detectors=[],
+        recommenders=[ScopedDenyRecommender()],
+        status_path=tmp_path / "status.json",
+        clock=lambda: now[0],
+    )
+
+
+def flush(s: EmbeddedService, finding: object) -> None:
+    s._pending_findings.append(finding)  # type: ignore[arg-type]
+    s._flush()
+
+
+def test_a_growing_scan_is_one_proposal_with_the_widest_rule_and_all_evidence(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    flush(s, scan(1, range(20, 23)))  # caught early: three ports
+    (first,) = s.store.proposals()
+    assert first.rule is not None
+    assert [(r.first, r.last) for r in first.rule.ports] == [(20, 22)]
+    flush(s, scan(2, range(20, 120)))  # the same scan, a moment later
+    (only,) = s.store.proposals()
+    assert only.id == first.id
+    assert only.rule is not None
+    assert only.rule.ports == ()  # every port: the scan went wide
+    assert only.evidence.finding_ids == ("find-1", "find-2")
+    s.store.close()
+
+
+def test_a_proposal_already_decided_is_not_widened(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    flush(s, scan(1, range(20, 23)))
+    (first,) = s.store.proposals()
+    s.store.save_batch(proposals=[replace(first, state=ProposalState.APPROVED)])
+    flush(s, scan(2, range(20, 120)))
+    found = {p.id: p for p in s.store.proposals()}
+    assert len(found) == 2
+    assert found[first.id].state is ProposalState.APPROVED
+    assert found[first.id].rule == first.rule
+    (wider,) = [p for p in found.values() if p.id != first.id]
+    assert (wider.kind, wider.state) == (ProposalKind.ADD_DENY, ProposalState.PROPOSED)
+    s.store.close()
