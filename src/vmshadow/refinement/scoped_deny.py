@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import partial
 
 from vmshadow.domain.finding import Finding, FindingKind
@@ -59,6 +60,7 @@ def deny_rule(finding: Finding, tmrset: TMRSet) -> TMR | None:
     offender = _endpoint_for(finding.src_ip, finding.src_vmn, tmrset)
     protocol = Protocol.from_number(finding.protocol) or Protocol.ANY
     ports: tuple[PortRange, ...] = ()
+    expires_at: datetime | None = None
     if finding.kind is FindingKind.INTEL_MATCH:
         matched = str(finding.measured.get("matched_field", ""))
         if not finding.dst_ips or matched == "dns_query":
@@ -66,6 +68,7 @@ def deny_rule(finding: Finding, tmrset: TMRSet) -> TMR | None:
         listed = Endpoint.network(finding.dst_ips[0])
         src, dst = (listed, offender) if matched == "src_ip" else (offender, listed)
         protocol = Protocol.ANY
+        expires_at = indicator_expiry(finding)
     else:
         src, dst = offender, _targets(finding, tmrset)
         if protocol.has_ports:
@@ -82,7 +85,20 @@ def deny_rule(finding: Finding, tmrset: TMRSet) -> TMR | None:
         action=Action.DENY,
         origin=Origin.PROPOSAL,
         comment=f"{finding.kind}: {finding.summary}"[:200],
+        expires_at=expires_at,
     )
+
+
+def indicator_expiry(finding: Finding) -> datetime | None:
+    """When the indicator behind an intel finding stops being valid: a TMR made from it expires with it."""
+    value = finding.measured.get("indicator_valid_until")
+    if not isinstance(value, str):
+        return None
+    try:
+        until = datetime.fromisoformat(value)
+    except ValueError:
+        return None  # not a time: the rule simply does not expire
+    return until if until.tzinfo is not None else None
 
 
 def _episodes(findings: Sequence[Finding]) -> list[tuple[Finding, tuple[str, ...]]]:
@@ -150,6 +166,8 @@ class ScopedDenyRecommender(Recommender):
             reason = f"recommender trust {context.trust:.2f} is below {self.settings.min_trust}"
         elif self._already_denied(finding, tmrset, context, by_cid):
             reason = "the current TMRs already deny this traffic"
+        elif rule.expires_at is not None and rule.expires_at <= context.now:
+            reason = f"the indicator expired at {rule.expires_at.isoformat()}"
         proposal = partial(
             Proposal,
             state=ProposalState.PROPOSED,

@@ -17,6 +17,7 @@ from vmshadow.domain.ids import stable_id
 from vmshadow.domain.indicator import Indicator
 from vmshadow.domain.net import IPAddress
 from vmshadow.intel.index import IndicatorIndex
+from vmshadow.intel.lifecycle import IntelPolicy
 
 _SNAPSHOT_VERSION = 1
 # Application Layer Protocol: contacting a listed host or name is how command-and-control traffic looks
@@ -59,7 +60,10 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
 
     The finding's `src_ip` is the local side (the VMN, or the side that is not listed); `dst_ips` holds the
     listed address (empty for a DNS query, whose destination is only the resolver) and `indicator` the matched
-    indicator value. Score is the indicator's confidence / 100. One finding per indicator per flow, and each
+    indicator value. Score is the indicator's effective confidence / 100: its listed confidence under the policy
+    given with `use_policy` (per-source trust and decay, `intel.lifecycle`; by default the listed one), at the
+    flow's time; a match below the policy's `min_confidence` counts as none. `measured` carries the indicator's
+    valid_until, so a TMR proposed from the finding expires with it. One finding per indicator per flow, and each
     (local side, indicator) pair at most once per `repeat_after_s` of flow time.
 
     Parameters: `repeat_after_s` (default 3600), `max_pairs` (default 50,000 remembered pairs).
@@ -76,12 +80,17 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
     def __init__(self, settings: IntelMatchSettings | None = None, context: DetectorContext | None = None) -> None:
         super().__init__(settings, context)
         self._index = IndicatorIndex(self.context.indicators)
+        self._policy = IntelPolicy()
         # (local address, indicator type, value, source) -> flow time (epoch s) it was last reported; oldest first
         self._reported: OrderedDict[tuple[str, str, str, str], float] = OrderedDict()
 
     @property
     def index(self) -> IndicatorIndex:
         return self._index
+
+    def use_policy(self, policy: IntelPolicy) -> None:
+        """Per-source trust and confidence decay (`intel.lifecycle`), applied at each flow's time from now on."""
+        self._policy = policy
 
     def add_indicators(self, indicators: Sequence[Indicator]) -> int:
         """Match these too from now on (live refresh); an indicator re-sent by its source (same type, value and
@@ -97,7 +106,10 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
             if match.indicator in reported_here:
                 continue  # e.g. the same listed domain in both SNI and Host
             reported_here.add(match.indicator)
-            finding = self._finding(flow, match)
+            confidence = self._policy.confidence(match.indicator, flow.last_seen_at)
+            if confidence < self._policy.min_confidence:
+                continue  # trusted too little, or decayed: not worth a finding
+            finding = self._finding(flow, match, confidence)
             if self._is_new(finding.src_ip, match.indicator, flow.last_seen_at):
                 findings.append(finding)
         return findings
@@ -131,7 +143,7 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
                 )
         return found
 
-    def _finding(self, flow: Flow, match: _Match) -> Finding:
+    def _finding(self, flow: Flow, match: _Match, confidence: int) -> Finding:
         indicator = match.indicator
         if match.listed_side == "src":
             local_ip, local_vmn = flow.dst_ip, flow.dst_vmn
@@ -142,7 +154,21 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
             dst_ips = (flow.dst_ip,) if match.listed_side == "dst" else ()
             has_ports = match.listed_side == "dst" and flow.protocol in (TCP, UDP)
             dst_ports = (flow.dst_port,) if has_ports else ()
-        score = indicator.confidence / 100
+        score = confidence / 100
+        measured: dict[str, float | int | str] = {
+            "indicator_type": str(indicator.type),
+            "indicator_source": indicator.source,
+            "confidence": confidence,
+            "matched_field": match.field,
+            "matched_value": match.value,
+        }
+        if confidence != indicator.confidence:
+            measured["listed_confidence"] = indicator.confidence  # before trust and decay
+        if indicator.valid_until is not None:
+            # a TMR proposed from this finding expires with the indicator (refinement.scoped_deny)
+            measured["indicator_valid_until"] = indicator.valid_until.isoformat()
+        if indicator.external_id is not None:
+            measured["indicator_id"] = indicator.external_id
         return Finding(
             id=stable_id("finding", self.name, flow.id, indicator.type, indicator.value, indicator.source),
             kind=FindingKind.INTEL_MATCH,
@@ -155,17 +181,11 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
             src_ip=local_ip,
             src_vmn=local_vmn,
             protocol=flow.protocol,
-            summary=_summary(flow, match, local_ip, local_vmn),
+            summary=_summary(flow, match, local_ip, local_vmn, confidence),
             dst_ips=dst_ips,
             dst_ports=dst_ports,
             community_ids=(flow.community_id,),
-            measured={
-                "indicator_type": str(indicator.type),
-                "indicator_source": indicator.source,
-                "confidence": indicator.confidence,
-                "matched_field": match.field,
-                "matched_value": match.value,
-            },
+            measured=measured,
             # an inbound contact from a listed address says nothing about command and control
             attack_technique=None if match.listed_side == "src" else _C2_TECHNIQUE,
             indicator=indicator.value,
@@ -203,10 +223,10 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
         self._reported = reported
 
 
-def _summary(flow: Flow, match: _Match, local_ip: IPAddress, local_vmn: str | None) -> str:
+def _summary(flow: Flow, match: _Match, local_ip: IPAddress, local_vmn: str | None, confidence: int) -> str:
     indicator = match.indicator
     local = str(local_ip) if local_vmn is None else f"{local_ip} ({local_vmn})"
-    listing = f"listed by {indicator.source} as {indicator.type} {indicator.value}, confidence {indicator.confidence}"
+    listing = f"listed by {indicator.source} as {indicator.type} {indicator.value}, confidence {confidence}"
     if match.field == "dst_ip":
         return f"{local} contacted {flow.dst_ip} port {flow.dst_port}, {listing}"
     if match.field == "src_ip":
