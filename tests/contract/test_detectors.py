@@ -76,6 +76,45 @@ def beacons(n: int) -> Iterator[Flow]:
         )  # fmt: skip
 
 
+VMN_A = ipaddress.ip_address("198.18.5.10")
+
+
+def vmn_story() -> Iterator[Flow]:
+    """A VMN's ordinary day (HTTPS to four servers, DNS to its resolver) for 28 h, then the unusual: SSH, SMB and
+    RDP towards peers it never used, and a 48 MB upload to a host it never met. Baselines and learning windows
+    need a history of one VMN; the captures here have no VMN names and are too short."""
+    common = {"src_ip": VMN_A, "src_vmn": "vmn-a", "syn_packets": 1}
+    n = 0
+    for n in range(420):
+        at = T0 + timedelta(seconds=240 * n + (n * 7919) % 60)
+        dns = n % 10 == 9
+        dst, port = ("198.18.5.1", 53) if dns else (f"192.0.2.{1 + n % 4}", 443)
+        yield Flow(
+            id=f"v{n}", community_id=f"1:v{n}", src_port=40000 + n, dst_ip=ipaddress.ip_address(dst), dst_port=port,
+            protocol=UDP if dns else TCP, first_seen_at=at, last_seen_at=at + timedelta(seconds=0 if dns else 2),
+            src2dst_packets=1 if dns else 8, src2dst_bytes=80 if dns else 1500 + (n * 131) % 3000,
+            dst2src_packets=1 if dns else 10, dst2src_bytes=200 if dns else 20000 + (n * 977) % 40000,
+            psh_packets=0 if dns else 3, **common,
+        )  # fmt: skip
+    later = T0 + timedelta(seconds=240 * n + 600)
+    for i, (dst, port, peer) in enumerate([("198.18.5.20", 22, "vmn-b"), ("198.18.5.21", 445, None),
+                                           ("198.18.5.22", 3389, None)]):  # fmt: skip
+        at = later + timedelta(seconds=5 * i)
+        yield Flow(
+            id=f"l{i}", community_id=f"1:l{i}", src_port=50000 + i, dst_ip=ipaddress.ip_address(dst), dst_port=port,
+            protocol=TCP, first_seen_at=at, last_seen_at=at + timedelta(seconds=4), src2dst_packets=12,
+            src2dst_bytes=2200, dst2src_packets=10, dst2src_bytes=3100, psh_packets=4, dst_vmn=peer, **common,
+        )  # fmt: skip
+    for i in range(12):
+        at = later + timedelta(seconds=60 + 5 * i)
+        yield Flow(
+            id=f"x{i}", community_id=f"1:x{i}", src_port=51000 + i, dst_ip=ipaddress.ip_address("203.0.113.200"),
+            dst_port=443, protocol=TCP, first_seen_at=at, last_seen_at=at + timedelta(seconds=4),
+            src2dst_packets=2800, src2dst_bytes=4_000_000, dst2src_packets=900, dst2src_bytes=60_000,
+            psh_packets=40, **common,
+        )  # fmt: skip
+
+
 def public_flows() -> list[Flow]:
     data = shared_data()
     paths = [data / "ndpi/pcap/synscan.pcap", data / "zeek/traces/ssh/sshguess.pcap", data / "ndpi/pcap/dns.pcap",
@@ -85,7 +124,7 @@ def public_flows() -> list[Flow]:
 
 @pytest.fixture(scope="module")
 def recorded() -> list[Flow]:
-    return public_flows() + list(synthetic(3000)) + list(beacons(12))
+    return public_flows() + list(synthetic(3000)) + list(beacons(12)) + list(vmn_story())
 
 
 def make(name: str, **settings: Any) -> Detector[Any]:
