@@ -141,3 +141,24 @@ def test_edit_changes_the_rule_and_keeps_before_and_after(net: netlab.Lab, tmp_p
         assert decision["after"]["ports"] == ["22", "80"]
     finally:
         netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)
+
+
+def test_rolling_the_tmrs_back_takes_back_the_proposals_applied_since(net: netlab.Lab, tmp_path: Path) -> None:
+    vm1, vm2 = net.vmns
+    db = tmp_path / "v.db"
+    pid, tm = seed(net, tmp_path, db)
+    try:
+        assert vmshadow("proposals", "approve", pid, "--db", db).exit_code == 0
+        assert vmshadow("proposals", "apply", pid, *tm).exit_code == 0
+        assert not vm1.connect(vm2.address, SERVICE, timeout=BLOCKED_S)
+        back = vmshadow("tmrs", "rollback", "1", *tm, "--actor", "carol", "--json")
+        assert back.exit_code == 0, back.stderr
+        answer = json.loads(back.stdout)
+        assert (answer["version"], answer["rolled_back_proposals"]) == (3, [pid])
+        assert vm1.connect(vm2.address, SERVICE), "version 1 (allow all) is in force again"
+        shown = json.loads(vmshadow("proposals", "show", pid, "--db", db, "--json").stdout)
+        assert (shown["state"], shown["decisions"][-1]["actor"]) == ("rolled_back", "carol")
+        again = json.loads(vmshadow("tmrs", "rollback", "1", *tm, "--json").stdout)
+        assert again["rolled_back_proposals"] == [], "nothing left to take back"
+    finally:
+        netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)

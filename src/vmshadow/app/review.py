@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from vmshadow.app.feedback import record_tmrs_rollback
 from vmshadow.app.stores import opened
 from vmshadow.app.tm import ApplyResult, TMSettings, open_enforcer
 from vmshadow.domain.decision import Decision
@@ -158,3 +159,20 @@ def rollback_proposal(
         for outcome in outcomes_from_decisions({moved.id: moved}, [decision]):
             enforcer.store.record_outcome(outcome)
         return moved, ApplyResult(applied.version, applied.applied_at, enforcer.last_report)
+
+
+def rollback_version(
+    settings: TMSettings, version: int, *, actor: str, at: datetime | None = None
+) -> tuple[ApplyResult, list[Proposal]]:
+    """Put an earlier TMR version back in force (as a new version) and take back, in the review log, every applied
+    proposal whose rule that removed: each becomes `rolled_back` with a rolled-back outcome for its recommender."""
+    now = at or datetime.now(UTC)
+    with open_enforcer(settings) as enforcer:
+        current = enforcer.current()
+        before = current.tmrset if current is not None else TMRSet()
+        applied = enforcer.rollback(version, now)
+        assert enforcer.last_report is not None
+        moved = record_tmrs_rollback(
+            enforcer.store, before, applied.tmrset, actor=actor, version=applied.version, at=now
+        )
+        return ApplyResult(applied.version, applied.applied_at, enforcer.last_report), moved

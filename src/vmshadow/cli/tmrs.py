@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from vmshadow.app.review import rollback_version
 from vmshadow.app.tm import (
     DEFAULT_BRIDGE,
     DEFAULT_DB,
@@ -15,7 +17,6 @@ from vmshadow.app.tm import (
     TMSettings,
     apply_tmrset,
     diff_tmrset,
-    rollback_tmrs,
     tmr_history,
 )
 from vmshadow.cli.analyze import db_url
@@ -134,13 +135,20 @@ def rollback(
     bridge: BridgeOption = None,
     netns: NetnsOption = None,
     as_json: JsonOption = False,
+    actor: Annotated[str, typer.Option("--actor", help="Who rolls back (default: the OS user).")] = "",
 ) -> None:
-    """Put an earlier version back in force, as a new version."""
+    """Put an earlier version back in force, as a new version; applied proposals whose rules that takes out become
+    rolled_back (audited), which lowers their recommenders' trust."""
     try:
-        result = rollback_tmrs(_settings(db, bridge, netns), version)
+        result, moved = rollback_version(_settings(db, bridge, netns), version, actor=actor or getpass.getuser())
     except VmshadowError as exc:
         fail(exc)
-    _print_applied(result, as_json)
+    if as_json:
+        print_json({**result.to_json(), "rolled_back_proposals": [p.id for p in moved]})
+        return
+    _print_applied(result, False)
+    for p in moved:
+        console.print(f"proposal {p.id} rolled back ({p.recommender})", highlight=False)
 
 
 def _print_applied(result: ApplyResult, as_json: bool) -> None:
