@@ -19,6 +19,9 @@
           filter: {kinds: [finding, proposal], min_severity: medium}
           file: {path: var/export/events.jsonl, max_bytes: 10485760, backups: 5}
 
+The `intel` section (source trust and decay, live refresh, TAXII collections, feed URLs) is described in
+`config.intel_settings`.
+
 `parse_settings_text` and `load_settings` find every problem in one pass and raise one `InputError` listing them
 all with line and field (``settings.yaml:9: export.sinks[0].type: unknown sink type 'kafka'; ...``); they never
 return half a configuration. Relative paths are resolved against the current directory when the file is read.
@@ -38,6 +41,7 @@ from enum import StrEnum
 from pathlib import Path as FilePath
 from typing import Any
 
+from vmshadow.config.intel_settings import IntelReader, IntelSettings
 from vmshadow.config.tmr_file import parse_network
 from vmshadow.config.yaml_source import FieldReader, Path, describe, load_yaml, read_text
 from vmshadow.domain.errors import Issue
@@ -49,7 +53,7 @@ from vmshadow.refinement.impact import DEFAULT_WINDOW
 
 FORMAT_VERSION = 1
 
-TOP_KEYS = ("version", "guard_rails", "refinement", "export")
+TOP_KEYS = ("version", "guard_rails", "refinement", "export", "intel")
 GUARD_KEYS = ("never_block", "max_blocked_share", "max_proposals", "rate_window_s")
 NEVER_BLOCK_KEYS = ("network", "label")
 REFINEMENT_KEYS = ("impact_window_s",)
@@ -150,6 +154,7 @@ class Settings:
     guard_rails: GuardRails = GuardRails()  # noqa: RUF009 - frozen, safely shared
     refinement: RefinementSettings = RefinementSettings()
     export: ExportSettings = ExportSettings()
+    intel: IntelSettings = IntelSettings()  # noqa: RUF009 - frozen, safely shared; see config.intel_settings
     source: str = ""
 
 
@@ -208,11 +213,20 @@ class _SettingsReader:
         guard_rails = self._guard_rails(root.get("guard_rails"))
         refinement = self._refinement(root.get("refinement"))
         export = self._export(root.get("export"))
+        secrets = not isinstance(self.environ, _NoSecrets)
+        intel = IntelReader(reader, self.environ, self.base, secrets=secrets).read(root.get("intel"))
         reader.raise_if_any()
         assert guard_rails is not None
         assert refinement is not None
         assert export is not None
-        return Settings(guard_rails=guard_rails, refinement=refinement, export=export, source=reader.document.source)
+        assert intel is not None
+        return Settings(
+            guard_rails=guard_rails,
+            refinement=refinement,
+            export=export,
+            intel=intel,
+            source=reader.document.source,
+        )
 
     # guard-rails
 

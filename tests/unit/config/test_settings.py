@@ -173,7 +173,7 @@ def test_every_problem_is_reported_at_once_with_its_line_and_field(tmp_path: Pat
         "it must hold the HMAC secret",
         "settings.yaml:22: export.sinks[3].webhook.retries: 99 is outside 0-20",
         "settings.yaml:23: export.sinks[4].file: required field is missing: a sink of type file needs a file section",
-        "settings.yaml:25: colour: unknown key; expected one of: version, guard_rails, refinement, export",
+        "settings.yaml:25: colour: unknown key; expected one of: version, guard_rails, refinement, export, intel",
     ]
     assert found == expected
 
@@ -254,3 +254,66 @@ def test_a_bad_refinement_section_is_located(tmp_path: Path, text: str, message:
     found = problems(text, tmp_path)
     assert any(message in line for line in found), found
     assert all(line.startswith("settings.yaml:1:") for line in found)
+
+
+# --- intel ---
+
+
+def test_the_intel_section_compiles_with_policy_refresh_taxii_and_feeds(tmp_path: Path) -> None:
+    text = """\
+intel:
+  refresh_s: 5
+  retro_hunt_hours: 48
+  min_confidence: 20
+  default: {trust: 0.9}
+  sources:
+    - {source: "ipsum*", trust: 0.5, half_life_days: 7}
+  state_dir: state
+  taxii:
+    - {name: cti, url: "http://127.0.0.1:5000/api/collections/x/", user: u, password_env: TAXII_PW, every_s: 60}
+  feeds:
+    - {name: block, url: "http://127.0.0.1:8000/list.txt", format: list, every_s: 600}
+"""
+    settings = parse_settings_text(text, "settings.yaml", environ={"TAXII_PW": "pw"}, base=tmp_path)
+    intel = settings.intel
+    assert intel.refresh_s == 5
+    assert intel.retro_hunt == timedelta(hours=48)
+    assert intel.policy.min_confidence == 20
+    assert intel.policy.for_source("ipsum/level3.txt").trust == 0.5
+    assert intel.policy.for_source("ipsum/level3.txt").half_life == timedelta(days=7)
+    assert intel.policy.for_source("other").trust == 0.9
+    assert intel.state_dir == tmp_path / "state"
+    (taxii,) = intel.taxii
+    assert (taxii.name, taxii.user, taxii.password, taxii.every_s) == ("cti", "u", "pw", 60)
+    (feed,) = intel.feeds
+    assert (feed.name, str(feed.format), feed.every_s) == ("block", "list", 600)
+
+
+def test_no_intel_section_gives_a_neutral_policy() -> None:
+    settings = parse_settings_text("version: 1\n", "settings.yaml")
+    assert settings.intel.policy.is_neutral
+    assert settings.intel.taxii == ()
+
+
+def test_every_intel_problem_is_located() -> None:
+    text = """\
+intel:
+  refresh_s: 0
+  sources:
+    - {source: x, trust: 2}
+  taxii:
+    - {name: a, url: "ftp://x", password_env: MISSING_PW}
+  feeds:
+    - {name: a, url: "http://x/l.txt", format: csv}
+"""
+    with pytest.raises(InputError) as caught:
+        parse_settings_text(text, "settings.yaml", environ={})
+    found = str(caught.value)
+    for expected in (
+        "settings.yaml:2: intel.refresh_s: 0 is outside 0.1-",
+        "settings.yaml:4: intel.sources[0].trust: 2 is outside 0-1",
+        "intel.taxii[0].url: 'ftp://x' is not an http:// or https:// URL",
+        "intel.taxii[0].password_env: environment variable MISSING_PW is not set",
+        "intel.feeds[0].format: unknown feed format 'csv'",
+    ):
+        assert expected in found, f"{expected!r} not in {found}"
