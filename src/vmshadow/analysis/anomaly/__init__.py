@@ -1,0 +1,1 @@
+"""Behavioural anomaly detection: per-VMN online models over flow features."""

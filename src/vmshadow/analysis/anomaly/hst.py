@@ -1,0 +1,218 @@
+"""Per-VMN behavioural anomaly detection with Half-Space Trees, thresholded on each VMN's own benign scores."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import anomaly, compose, preprocessing
+
+from vmshadow.analysis.anomaly.features import FEATURE_NAMES, Features, extract_features
+from vmshadow.analysis.anomaly.model_codec import ModelStateError, decode_model, encode_model, river_version
+from vmshadow.analysis.detector import Detector, DetectorSettings
+from vmshadow.analysis.registry import register
+from vmshadow.domain.finding import Finding, FindingKind, Severity
+from vmshadow.domain.flow import Flow
+from vmshadow.domain.ids import stable_id
+from vmshadow.domain.net import is_unicast
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile of `values` (nearest rank, so it is always one of the values).
+
+    >>> quantile([0.1, 0.2, 0.3, 0.4], 0.5)
+    0.2
+    >>> quantile([0.1, 0.2, 0.3, 0.4], 1.0)
+    0.4
+    """
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def threat_score(anomaly_score: float, threshold: float) -> float:
+    """Map an anomaly score above the VMN's threshold onto a finding score in [0.2, 0.8] (LOW to HIGH): an
+    anomaly alone is weaker evidence than a hunting rule, so it never reaches CRITICAL.
+
+    >>> threat_score(0.5, 0.5), threat_score(1.0, 0.5)
+    (0.2, 0.8)
+    """
+    excess = (anomaly_score - threshold) / (1.0 - threshold) if threshold < 1.0 else 1.0
+    return 0.2 + 0.6 * min(1.0, max(0.0, excess))
+
+
+@dataclass(slots=True)
+class VMNModel:
+    """One VMN's model and where it stands: buffering, warming up, calibrating, or detecting."""
+
+    flows: int = 0  # flows learned
+    pending: list[Features] = field(default_factory=list)  # the first flows, before the model is built
+    model: Any = None  # a river pipeline (scaler | Half-Space Trees) once built
+    scores: list[float] = field(default_factory=list)  # calibration scores, until the threshold is set
+    threshold: float | None = None
+    last_alert_ms: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flows": self.flows,
+            "pending": [[x[n] for n in FEATURE_NAMES] for x in self.pending],  # names once, not per flow
+            "model": encode_model(self.model) if self.model is not None else None,
+            "scores": self.scores,
+            "threshold": self.threshold,
+            "last_alert_ms": self.last_alert_ms,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], *, where: str) -> VMNModel:
+        return cls(
+            flows=int(d["flows"]),
+            pending=[dict(zip(FEATURE_NAMES, map(float, x), strict=True)) for x in d["pending"]],
+            model=decode_model(d["model"], where=where) if d["model"] is not None else None,
+            scores=[float(s) for s in d["scores"]],
+            threshold=None if d["threshold"] is None else float(d["threshold"]),
+            last_alert_ms=None if d["last_alert_ms"] is None else int(d["last_alert_ms"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HSTSettings(DetectorSettings):
+    n_trees: int = 10
+    height: int = 6  # 2^(h+1) - 1 nodes per tree: 127 keep a VMN's model near 45 kB (river's default 8: 511)
+    window_size: int = 100  # HST reference window (flows); no score before the first window is full
+    buffer_flows: int = 16  # a model is built only once a VMN has sent this many flows
+    warmup_flows: int = 200  # learned only, never scored
+    calibration_flows: int = 200  # scored after warm-up; their (1 - budget) quantile is the VMN's threshold
+    false_alarm_budget: float = 0.01  # share of the VMN's benign flows that may exceed its threshold
+    repeat_after_s: float = 300.0  # at most one finding per VMN in this long
+    seed: int = 42
+    max_vmns: int = 1024  # models kept (least recently active forgotten); each costs about 45 kB
+
+
+@register
+class HSTDetector(Detector[HSTSettings]):
+    """Detects flows unlike a VMN's own history with an online Half-Space Trees model per VMN.
+
+    Each flow a VMN initiates (`src_vmn`, else its source address) becomes features (`anomaly.features`:
+    ln volumes, packets, duration, rate, bytes per packet, outbound share, port class, protocol, answered),
+    scaled online to [0, 1] (river `preprocessing.MinMaxScaler`) and fed to river's `anomaly.HalfSpaceTrees`
+    (`n_trees`, `height`, `window_size`; seeded from `seed` and the VMN's key, so runs repeat exactly). The
+    pipeline is analyze_traffic -> extract_features -> anomaly_score -> threat_level: the model is built after
+    `buffer_flows` flows, learns `warmup_flows` flows without scoring, then scores `calibration_flows` flows
+    whose (1 - `false_alarm_budget`) quantile becomes the VMN's threshold (a false-alarm budget on its own
+    benign scores, not a global constant). After that a flow scoring above the threshold raises a finding whose
+    score rises from 0.2 (LOW, at the threshold) to 0.8 (HIGH, at 1.0); at most one per `repeat_after_s` per
+    VMN. Every flow is learned, so the model follows drift (and slowly accepts a persistent new behaviour).
+    Calibration assumes the VMN's first flows are benign. Snapshots hold each model pickled (base64) and are
+    read back with an allow-list of river classes (`anomaly.model_codec`).
+    Source: S. C. Tan, K. M. Ting, T. F. Liu, "Fast anomaly detection for streaming data", IJCAI 2011;
+    river (online-ml/river). No MITRE ATT&CK technique: an anomaly is not a technique.
+    """
+
+    name = "anomaly.hst"
+    version = "1.0"
+    settings_type = HSTSettings
+
+    def __init__(self, settings: HSTSettings | None = None, context: Any = None) -> None:
+        super().__init__(settings, context)
+        self._vmns: OrderedDict[str, VMNModel] = OrderedDict()  # least recently active first
+
+    def observe(self, flow: Flow) -> list[Finding]:
+        if not is_unicast(flow.dst_ip) or flow.src_port < 1024 <= flow.dst_port:
+            return []  # servers' replies describe the client, not the VMN
+        key = flow.src_vmn or str(flow.src_ip)
+        state = self._state(key)
+        x = extract_features(flow)
+        if state.model is None:
+            state.pending.append(x)
+            if len(state.pending) >= self.settings.buffer_flows:
+                self._build(key, state)
+            return []
+        finding = self._judge(flow, key, state, x)
+        state.model.learn_one(x)
+        state.flows += 1
+        return [finding] if finding is not None else []
+
+    def _state(self, key: str) -> VMNModel:
+        state = self._vmns.get(key)
+        if state is None:
+            state = self._vmns[key] = VMNModel()
+            if len(self._vmns) > self.settings.max_vmns:
+                self._vmns.popitem(last=False)
+        else:
+            self._vmns.move_to_end(key)
+        return state
+
+    def _build(self, key: str, state: VMNModel) -> None:
+        s = self.settings
+        seed = s.seed ^ zlib.crc32(key.encode())  # stable across processes, unlike hash()
+        hst = anomaly.HalfSpaceTrees(n_trees=s.n_trees, height=s.height, window_size=s.window_size, seed=seed)
+        state.model = compose.Pipeline(preprocessing.MinMaxScaler(), hst)
+        for x in state.pending:
+            state.model.learn_one(x)
+        state.flows = len(state.pending)
+        state.pending = []
+
+    def _judge(self, flow: Flow, key: str, state: VMNModel, x: Features) -> Finding | None:
+        s = self.settings
+        if state.flows < s.warmup_flows:
+            return None
+        score = float(state.model.score_one(x))
+        if state.threshold is None:
+            state.scores.append(score)
+            if len(state.scores) >= s.calibration_flows:
+                state.threshold = quantile(state.scores, 1.0 - s.false_alarm_budget)
+                state.scores = []
+            return None
+        if score <= state.threshold:
+            return None
+        at_ms = int(flow.last_seen_at.timestamp() * 1000)
+        if state.last_alert_ms is not None and at_ms - state.last_alert_ms < s.repeat_after_s * 1000:
+            return None
+        state.last_alert_ms = at_ms
+        return self._finding(flow, key, state, x, score, state.threshold)
+
+    def _finding(self, flow: Flow, key: str, state: VMNModel, x: Features, score: float, threshold: float) -> Finding:
+        s = self.settings
+        level = threat_score(score, threshold)
+        measured: dict[str, float | int | str] = {
+            "anomaly_score": round(score, 4),
+            "threshold": round(threshold, 4),
+            "false_alarm_budget": s.false_alarm_budget,
+            "flows_learned": state.flows,
+        }
+        measured.update({f"feature_{k}": round(v, 3) for k, v in x.items()})
+        return Finding(
+            id=stable_id("find", self.name, key, flow.community_id, int(flow.last_seen_at.timestamp() * 1000)),
+            kind=FindingKind.ANOMALY,
+            severity=Severity.from_score(level),
+            score=round(level, 4),
+            detector=self.name,
+            detector_version=self.version,
+            first_seen_at=flow.first_seen_at,
+            observed_at=flow.last_seen_at,
+            src_ip=flow.src_ip,
+            src_vmn=flow.src_vmn,
+            protocol=flow.protocol,
+            dst_ips=(flow.dst_ip,),
+            dst_ports=(flow.dst_port,),
+            community_ids=(flow.community_id,),
+            measured=measured,
+            summary=(
+                f"{key}'s flow to {flow.dst_ip}:{flow.dst_port} scored {score:.3f} against its own threshold "
+                f"{threshold:.3f} (false-alarm budget {s.false_alarm_budget:.1%}, {state.flows} flows learned)"
+            ),
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"river": river_version(), "vmns": [[k, m.to_json()] for k, m in self._vmns.items()]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("river") != river_version():
+            raise ModelStateError(
+                f"snapshot of anomaly.hst was taken with river {state.get('river')!r}, this is "
+                f"{river_version()}: models cannot move between versions; start learning again"
+            )
+        vmns = OrderedDict((str(k), VMNModel.from_json(v, where=f"anomaly.hst vmns[{k!r}]")) for k, v in state["vmns"])
+        self._vmns = vmns  # only once every model read back: a bad snapshot leaves the detector as it was
