@@ -28,9 +28,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
 from vmshadow.domain.net import IPNetwork, PortRange, Protocol, host_network, normalize_ports
 from vmshadow.domain.tmr import TMR, EndpointKind, Origin, TMRSet
+from vmshadow.domain.vmn import VMN
 
 _ALL_PORTS = (PortRange(0, 65535),)
 _EVERY_V4 = ipaddress.IPv4Network("0.0.0.0/0")
@@ -81,26 +83,36 @@ def _collapse(networks: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
 def _side(tmrset: TMRSet, tmr: TMR, src: bool) -> _Side:
     endpoint = tmr.src if src else tmr.dst
     if endpoint.kind is EndpointKind.ANY:
-        return _Side(True, frozenset(), ())
+        return _EVERYTHING
     if endpoint.kind is EndpointKind.NETWORK:
         return _Side(False, frozenset(), (endpoint.as_network,))
     names: tuple[str, ...] = (endpoint.value,)
-    nets: list[IPNetwork] = []
+    networks: tuple[IPNetwork, ...] = ()
     if endpoint.kind is EndpointKind.GROUP:
         group = tmrset.group(endpoint.value)
         if group is None:
             raise ValueError(f"TMR {tmr.id}: unknown group {endpoint.value!r}")
-        names = group.vmns
-        nets.extend(group.networks)
+        names, networks = group.vmns, group.networks
+    vmns = []
     for name in names:
         vmn = tmrset.vmn(name)
         if vmn is None:
             raise ValueError(f"TMR {tmr.id}: unknown VMN {name!r}")
-        nets.extend(host_network(a) for a in vmn.addresses)
-    collapsed = _collapse(nets)
+        vmns.append(vmn)
+    return _named_side(tuple(vmns), networks)
+
+
+_EVERYTHING = _Side(True, frozenset(), ())
+
+
+@lru_cache(maxsize=4096)
+def _named_side(vmns: tuple[VMN, ...], networks: tuple[IPNetwork, ...]) -> _Side:
+    """The side of a VMN or group, by its members (cached: a proposal is compared with every TMR, and collapsing
+    the same members' addresses again each time dominated the analysis)."""
+    collapsed = _collapse([*networks, *(host_network(a) for v in vmns for a in v.addresses)])
     if _EVERY_V4 in collapsed and _EVERY_V6 in collapsed:
-        return _Side(True, frozenset(), ())
-    return _Side(False, frozenset(names), collapsed)
+        return _EVERYTHING
+    return _Side(False, frozenset(v.name for v in vmns), collapsed)
 
 
 def _nets_within(inner: tuple[IPNetwork, ...], outer: tuple[IPNetwork, ...]) -> bool:

@@ -65,6 +65,9 @@ class Recommender(ABC):
     # Defaults fit a recommender that turns findings into denies or alerts; others say what they need and make.
     needs: ClassVar[frozenset[Input]] = frozenset({Input.FINDINGS})
     kinds: ClassVar[frozenset[ProposalKind]] = frozenset({ProposalKind.ADD_DENY, ProposalKind.ALERT})
+    # True: cheap enough, and meant, to run on every batch of findings. False: it reads the whole archive window
+    # whatever the batch holds (least privilege), so it runs on a schedule (`stages.recommend.scheduled`).
+    per_batch: ClassVar[bool] = True
 
     @abstractmethod
     def propose(self, findings: Sequence[Finding], tmrset: TMRSet, context: RecommendContext) -> list[Proposal]:

@@ -12,7 +12,7 @@ from vmshadow.domain.proposal import Evidence, Proposal, ProposalKind, ProposalS
 from vmshadow.domain.tmr import TMR, Action, Origin, TMRSet
 from vmshadow.refinement.conflicts import ConflictKind, analyze_tmrset, conflicts_of
 from vmshadow.refinement.guardrails import GuardContext
-from vmshadow.refinement.impact import in_window, rule_impact
+from vmshadow.refinement.impact import Replay, in_window
 from vmshadow.refinement.merge import MAX_EVIDENCE_FLOWS, merge_proposals
 from vmshadow.refinement.recommender import Input, RecommendContext, Recommender, as_alert, register
 
@@ -126,12 +126,13 @@ class ReprioritizeRecommender(Recommender):
         _flagged_through(findings, tmrset, context, cases)
         _never_decides(tmrset, context, self.settings.never_decides_score, cases)
         by_id = {t.id: t for t in tmrset.tmrs}
-        proposals = [self._one(by_id[tmr_id], case, tmrset, context) for tmr_id, case in cases.items()]
+        replay = Replay(tmrset, context.flows, context.now, context.impact_window)
+        proposals = [self._one(by_id[tmr_id], case, tmrset, context, replay) for tmr_id, case in cases.items()]
         proposals = merge_proposals(proposals)
         guard = GuardContext(tmrset, context.now, context.flows, findings, context.recent_proposals)
         return merge_proposals(context.guard_rails.apply(proposals, guard))
 
-    def _one(self, tmr: TMR, case: _Case, tmrset: TMRSet, context: RecommendContext) -> Proposal:
+    def _one(self, tmr: TMR, case: _Case, tmrset: TMRSet, context: RecommendContext, replay: Replay) -> Proposal:
         moved = replace(_placed(tmr, case, tmrset, context), origin=Origin.PROPOSAL)
         blockers = ", ".join(sorted(case.blockers))
         why = (
@@ -161,7 +162,7 @@ class ReprioritizeRecommender(Recommender):
                     "flagged_flows": len(case.flagged),
                 },
             ),
-            impact=rule_impact(tmrset, moved, context.flows, context.now, context.impact_window),
+            impact=replay.impact(moved),
             conflicts=tuple(c.tag for c in conflicts_of(moved, tmrset, context.now)),
         )
         if context.trust < self.settings.min_trust:

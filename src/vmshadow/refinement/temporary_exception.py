@@ -13,7 +13,7 @@ from vmshadow.domain.proposal import Evidence, Proposal, ProposalKind, ProposalS
 from vmshadow.domain.tmr import TMR, Action, Origin, TMRSet
 from vmshadow.refinement.conflicts import conflicts_of
 from vmshadow.refinement.guardrails import GuardContext
-from vmshadow.refinement.impact import rule_impact
+from vmshadow.refinement.impact import Replay
 from vmshadow.refinement.merge import merge_proposals
 from vmshadow.refinement.recommender import (
     Input,
@@ -60,10 +60,13 @@ class TemporaryExceptionRecommender(Recommender):
             (r for r in context.reports if r.outcome.kind is OutcomeKind.FALSE_POSITIVE),
             key=lambda r: (r.outcome.observed_at, r.outcome.id),
         )
-        proposals = [p for r in reports if (p := self._one(r, tmrset, context)) is not None]
+        replay = Replay(tmrset, context.flows, context.now, context.impact_window)
+        proposals = [p for r in reports if (p := self._one(r, tmrset, context, replay)) is not None]
         if not proposals:
             return []
-        guard = GuardContext(tmrset, context.now, context.flows, findings, context.recent_proposals)
+        # an added allow never newly blocks: the blast radius has nothing to count, so the guard-rails (never-block
+        # judges denies, the rate cap counts proposals) need no flows
+        guard = GuardContext(tmrset, context.now, (), findings, context.recent_proposals)
         return merge_proposals(context.guard_rails.apply(merge_proposals(proposals), guard))
 
     def exception_rule(self, reported: ReportedOutcome, tmrset: TMRSet) -> TMR | None:
@@ -85,7 +88,9 @@ class TemporaryExceptionRecommender(Recommender):
             comment=f"false positive reported by {reported.outcome.actor}: {reported.outcome.detail}"[:200],
         )
 
-    def _one(self, reported: ReportedOutcome, tmrset: TMRSet, context: RecommendContext) -> Proposal | None:
+    def _one(
+        self, reported: ReportedOutcome, tmrset: TMRSet, context: RecommendContext, replay: Replay
+    ) -> Proposal | None:
         rule = self.exception_rule(reported, tmrset)
         if rule is None or rule.expires_at is None or rule.expires_at <= context.now:
             return None
@@ -118,7 +123,7 @@ class TemporaryExceptionRecommender(Recommender):
                     "reason": outcome.detail,
                 },
             ),
-            impact=rule_impact(tmrset, rule, context.flows, context.now, context.impact_window),
+            impact=replay.impact(rule),
             conflicts=tuple(c.tag for c in conflicts_of(rule, tmrset, context.now)),
         )
         if context.trust < self.settings.min_trust:

@@ -1,4 +1,9 @@
-"""`run_recommend`: findings in, merged proposals out, through every recommender."""
+"""`run_recommend`: findings in, merged proposals out, through every recommender.
+
+Not every recommender belongs on every batch: `per_batch(recommenders)` are those meant to run whenever findings
+arrive; `scheduled(recommenders)` read the whole archive window whatever the batch holds (least privilege) and run
+on a schedule, e.g. hourly, with `run_recommend([], tmrset, scheduled(...), context)`.
+"""
 
 from __future__ import annotations
 
@@ -25,3 +30,13 @@ def run_recommend(
         own = replace(context, trust=trust[recommender.name]) if trust and recommender.name in trust else context
         proposals.extend(recommender.propose(findings, tmrset, own))
     return merge_proposals(proposals)
+
+
+def per_batch(recommenders: Sequence[Recommender]) -> list[Recommender]:
+    """The recommenders to run on every batch of findings."""
+    return [r for r in recommenders if r.per_batch]
+
+
+def scheduled(recommenders: Sequence[Recommender]) -> list[Recommender]:
+    """The recommenders to run on a schedule over the archive window."""
+    return [r for r in recommenders if not r.per_batch]

@@ -14,7 +14,14 @@ from vmshadow.domain.flow import TCP, UDP, Flow
 from vmshadow.domain.net import PortRange, Protocol
 from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
 from vmshadow.domain.vmn import VMN
-from vmshadow.refinement.impact import DEFAULT_WINDOW, MAX_EXAMPLES, replay_impact, rule_impact, window_start
+from vmshadow.refinement.impact import (
+    DEFAULT_WINDOW,
+    MAX_EXAMPLES,
+    Replay,
+    replay_impact,
+    rule_impact,
+    window_start,
+)
 
 A = ipaddress.ip_address
 VMNS = (VMN("vm1", addresses=(A("198.18.0.11"),)), VMN("vm2", addresses=(A("198.18.0.12"),)))
@@ -109,9 +116,11 @@ flows_strategy = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(tmrs_strategy, max_size=5, unique_by=lambda t: t.id), tmrs_strategy, flows_strategy,
+@given(st.lists(tmrs_strategy, max_size=5, unique_by=lambda t: t.id), tmrs_strategy, tmrs_strategy, flows_strategy,
        st.sampled_from(list(Action)))  # fmt: skip
-def test_impact_equals_a_brute_force_count(tmrs: list[TMR], rule: TMR, flows: list[Flow], default: Action) -> None:
+def test_impact_equals_a_brute_force_count(
+    tmrs: list[TMR], rule: TMR, other: TMR, flows: list[Flow], default: Action
+) -> None:
     current = TMRSet(tmrs=tuple(tmrs), vmns=VMNS, default_action=default)
     proposed = current.without(rule.id).with_tmr(rule)
 
@@ -128,3 +137,8 @@ def test_impact_equals_a_brute_force_count(tmrs: list[TMR], rule: TMR, flows: li
     assert impact.newly_blocked_flows == changed.count(Action.DENY)
     assert impact.newly_allowed_flows == changed.count(Action.ALLOW)
     assert impact == replay_impact(current, proposed, flows, T0), "the shortcut changes nothing"
+    shared = Replay(current, flows, T0, DEFAULT_WINDOW)  # verdicts cached while asking for another rule first
+    assert (shared.impact(other), shared.impact(rule)) == (
+        rule_impact(current, other, flows, T0, DEFAULT_WINDOW),
+        impact,
+    )
