@@ -283,3 +283,40 @@ def test_poller_repr_never_shows_the_password() -> None:
     poller = TAXIIPoller("http://127.0.0.1:1/r/collections/c", user=USER, password=PASSWORD)
     assert PASSWORD not in repr(poller)
     assert poller.collection_url.endswith("/c/")
+
+
+@pytest.mark.timeout(60)
+def test_scheduled_polling_stores_what_is_new_and_keeps_its_cursor_across_restarts(
+    taxii_server: str, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from vmshadow.adapters.sql import open_store
+    from vmshadow.app.intel_refresh import TAXIIPolling
+    from vmshadow.config.intel_settings import TAXIICollectionSettings
+
+    settings = TAXIICollectionSettings("oasis", taxii_server, every_s=60, user=USER, password=PASSWORD)
+    clock = lambda: datetime(2026, 5, 1, tzinfo=UTC)  # noqa: E731
+    state = tmp_path / "state"
+    with open_store(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        polling = TAXIIPolling(settings, store, state, clock, poller_options={"timeout_s": 10})
+        assert polling() == 8
+        assert polling.periodic().name == "intel.taxii.oasis"
+        assert {i.source for i in store.indicators()} == {"oasis"}
+        assert polling.cursor_path.is_file()
+
+        _add(taxii_server, _objects("indicators-for-C2-with-COA.json"))
+        restarted = TAXIIPolling(settings, store, state, clock, poller_options={"timeout_s": 10})
+        assert restarted() == 1, "only what was added since the persisted cursor"
+        assert restarted() == 0
+
+        down = TAXIIPolling(
+            TAXIICollectionSettings("oasis", "http://127.0.0.1:9/api/collections/x/", user=USER, password=PASSWORD),
+            store,
+            state,
+            clock,
+            poller_options={"timeout_s": 1, "retries": 0},
+        )
+        with pytest.raises(BackendUnavailableError):
+            down()
+        assert down() == 0, "after a failure the next turn is skipped"

@@ -19,6 +19,7 @@ from vmshadow.domain.finding import Finding
 from vmshadow.domain.indicator import Indicator
 from vmshadow.domain.proposal import Proposal
 from vmshadow.domain.tmr import TMRSet
+from vmshadow.intel.lifecycle import IntelPolicy
 from vmshadow.intel.misp import parse_misp_event
 from vmshadow.intel.plain_list import load_plain_list
 from vmshadow.intel.result import IntelImport
@@ -133,17 +134,21 @@ def retro_hunt_in(
     ongoing: timedelta = timedelta(hours=1),
     tmrset: TMRSet | None = None,
     trust: dict[str, float] | None = None,
+    policy: IntelPolicy | None = None,
 ) -> RetroHunt:
     """Check the archived flows of `window` in `store` against newly arrived indicators.
 
     The archive is scanned by keys (`intel.retro_hunt.touching`), and only the flows touching a listed value are
-    decoded and given to `IntelMatchDetector`. Matches become back-dated findings marked `retro_hunt` (their
-    times are the flows' times). Where the last contact is within `ongoing` of `now`, the contact looks ongoing
-    and the recommenders are asked for proposals (against `tmrset`, with the recent flows for impact).
+    decoded and given to `IntelMatchDetector` (under `policy`: source trust and decay). Matches become
+    back-dated findings marked `retro_hunt` (their times are the flows' times). Where the last contact is within
+    `ongoing` of `now`, the contact looks ongoing and the recommenders are asked for proposals (against `tmrset`,
+    with the recent flows for impact).
     """
     if not indicators:
         return RetroHunt(0, (), ())
     detector = IntelMatchDetector(None, DetectorContext(indicators=tuple(indicators)))
+    if policy is not None:
+        detector.use_policy(policy)
     checked = 0
 
     def counted(keys: Iterable[FlowKeys]) -> Iterator[FlowKeys]:

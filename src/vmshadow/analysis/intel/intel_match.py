@@ -92,6 +92,13 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
         """Per-source trust and confidence decay (`intel.lifecycle`), applied at each flow's time from now on."""
         self._policy = policy
 
+    def reload(self, indicators: Sequence[Indicator]) -> int:
+        """Match exactly these from now on (a full reload: indicators deleted or expired meanwhile leave). The new
+        index is built aside and swapped in, so a bad indicator changes nothing."""
+        index = IndicatorIndex(indicators)
+        self._index = index
+        return len(index)
+
     def add_indicators(self, indicators: Sequence[Indicator]) -> int:
         """Match these too from now on (live refresh); an indicator re-sent by its source (same type, value and
         source) replaces the one held, so a revocation or a new valid_until takes effect. All or nothing."""
