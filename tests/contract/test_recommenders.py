@@ -270,6 +270,7 @@ def test_identity_and_documentation(name: str) -> None:
     assert cls.needs <= set(Input)
     assert cls.kinds
     assert cls.kinds <= set(ProposalKind)
+    assert isinstance(cls.per_batch, bool)
 
 
 @pytest.mark.parametrize("name", NAMES)

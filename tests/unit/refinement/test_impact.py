@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.factories import T0, make_flow
+from tests.factories import T0, make_flow, make_proposal
+from vmshadow.domain.codec import proposal_from_json, proposal_to_json
 from vmshadow.domain.flow import TCP, UDP, Flow
 from vmshadow.domain.net import PortRange, Protocol
 from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
@@ -142,3 +144,14 @@ def test_impact_equals_a_brute_force_count(
         rule_impact(current, other, flows, T0, DEFAULT_WINDOW),
         impact,
     )
+
+
+def test_the_window_and_per_vmn_counts_survive_the_json_form_and_are_left_out_when_absent() -> None:
+    impact = rule_impact(BASE, DENY_VM1, [flow(i, timedelta(minutes=i)) for i in range(3)], T0, DEFAULT_WINDOW)
+    proposal = make_proposal(1, impact=impact)
+    data = proposal_to_json(proposal)
+    assert data["impact"]["since"] == impact.since.isoformat()  # type: ignore[union-attr]
+    assert [v["vmn"] for v in data["impact"]["per_vmn"]] == ["vm1", "vm2"]
+    assert proposal_from_json(data) == proposal
+    bare = proposal_to_json(replace(proposal, impact=replace(impact, since=None, per_vmn=())))
+    assert {"since", "per_vmn"}.isdisjoint(bare["impact"]), "proposals without them keep their former JSON"
