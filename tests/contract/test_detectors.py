@@ -80,13 +80,13 @@ VMN_A = ipaddress.ip_address("198.18.5.10")
 
 
 def vmn_story() -> Iterator[Flow]:
-    """A VMN's ordinary day (HTTPS to four servers, DNS to its resolver) for 28 h, then the unusual: SSH, SMB and
+    """A VMN's ordinary day (HTTPS to four servers, DNS to its resolver) for 27 h, then the unusual: SSH, SMB and
     RDP towards peers it never used, and a 48 MB upload to a host it never met. Baselines and learning windows
     need a history of one VMN; the captures here have no VMN names and are too short."""
     common = {"src_ip": VMN_A, "src_vmn": "vmn-a", "syn_packets": 1}
     n = 0
-    for n in range(420):
-        at = T0 + timedelta(seconds=240 * n + (n * 7919) % 60)
+    for n in range(800):
+        at = T0 + timedelta(seconds=120 * n + (n * 7919) % 60)
         dns = n % 10 == 9
         dst, port = ("198.18.5.1", 53) if dns else (f"192.0.2.{1 + n % 4}", 443)
         yield Flow(
@@ -96,7 +96,7 @@ def vmn_story() -> Iterator[Flow]:
             dst2src_packets=1 if dns else 10, dst2src_bytes=200 if dns else 20000 + (n * 977) % 40000,
             psh_packets=0 if dns else 3, **common,
         )  # fmt: skip
-    later = T0 + timedelta(seconds=240 * n + 600)
+    later = T0 + timedelta(seconds=120 * n + 600)
     for i, (dst, port, peer) in enumerate([("198.18.5.20", 22, "vmn-b"), ("198.18.5.21", 445, None),
                                            ("198.18.5.22", 3389, None)]):  # fmt: skip
         at = later + timedelta(seconds=5 * i)

@@ -16,6 +16,16 @@ FEATURE_NAMES = ("out_bytes", "in_bytes", "packets", "duration", "out_rate", "by
                  "port_class", "tcp", "udp", "answered")  # fmt: skip
 
 
+# Fixed, physical ranges of each feature (ln(1 + x) of: 70 GB, 65 M packets, 45 h, 10 GB/s, 64 kB per packet).
+# A range learned from the VMN itself (min/max scaling) puts its usual traffic at the top of the range, so a
+# far bigger flow falls on the same side of every split as the usual ones and is not isolated (docs/detection.md).
+LIMITS: dict[str, tuple[float, float]] = {
+    "out_bytes": (0.0, 25.0), "in_bytes": (0.0, 25.0), "packets": (0.0, 18.0), "duration": (0.0, 12.0),
+    "out_rate": (0.0, 23.0), "bytes_per_packet": (0.0, 11.1), "out_share": (0.0, 1.0), "port_class": (0.0, 1.0),
+    "tcp": (0.0, 1.0), "udp": (0.0, 1.0), "answered": (0.0, 1.0),
+}  # fmt: skip
+
+
 def port_class(port: int) -> float:
     """0 for well-known ports (< 1024), 0.5 for registered ones (< 49152), 1 for dynamic ones.
 

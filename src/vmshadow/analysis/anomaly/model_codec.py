@@ -15,7 +15,7 @@ import zlib
 from importlib.metadata import version
 from typing import Any
 
-# Every class a scaled Half-Space Trees pipeline pickles to (river 0.21 to 0.26)
+# Every class a Half-Space Trees model (alone or behind river's min/max scaler) pickles to, river 0.26
 ALLOWED = frozenset({
     ("builtins", "tuple"), ("collections", "OrderedDict"), ("collections", "defaultdict"),
     ("functools", "partial"), ("random", "Random"), ("river.anomaly.hst", "HalfSpaceTrees"),
