@@ -543,30 +543,46 @@ def _bpf_prog_id(options: Any) -> int | None:
 def _put_budget(ipr: Any, host_idx: int, wanted: tuple[Direction, ...], budget: CopyBudget) -> None:
     """Make `budget` guard the mirrors of `wanted` with one program (one bucket per VMN); swap, never gap."""
     present = {f.direction: f for f in _budget_filters_on(ipr, host_idx)}
-    current = [present.get(d) for d in wanted]
-    if all(f is not None and f.budget == budget for f in current) and len({f.prog_id for f in current if f}) == 1:
+    programs = {f.prog_id for f in present.values()}
+    if present and len(programs) == 1 and all(f.budget == budget for f in present.values()):
+        # the VMN's program is right: guard a newly wanted direction with it too (one bucket, counters kept)
+        missing = [d for d in wanted if d not in present]
+        if missing:
+            fd = copy_budget.program_fd(programs.pop())
+            try:
+                for direction in missing:
+                    _add_budget_filter(ipr, host_idx, direction, fd, budget, None)
+            finally:
+                os.close(fd)
         return
     loaded = copy_budget.load(budget)
     try:
         for direction in wanted:
             existing = present.get(direction)
-            # replacing the filter's handle swaps the program atomically: the mirror is never unguarded
-            _netlink(
-                f"put the {direction} copy budget",
-                ipr.tc,
-                "replace-filter" if existing else "add-filter",
-                "bpf",
-                host_idx,
-                handle=existing.handle if existing else None,
-                parent=_HOOKS[direction][0],
-                prio=_BUDGET_PRIO[direction],
-                protocol=ETH_P_ALL,
-                fd=loaded.prog_fd,
-                name=budget.filter_name,
-                direct_action=True,
-            )
+            _add_budget_filter(ipr, host_idx, direction, loaded.prog_fd, budget, existing.handle if existing else None)
     finally:
         loaded.close()  # the filters hold the program, the program holds its map
+
+
+def _add_budget_filter(
+    ipr: Any, host_idx: int, direction: Direction, prog_fd: int, budget: CopyBudget, handle: int | None
+) -> None:
+    """Put the budget filter on `direction`'s hook; with the `handle` of an existing one, replace it in place."""
+    # replacing the filter's handle swaps the program atomically: the mirror is never unguarded
+    _netlink(
+        f"put the {direction} copy budget",
+        ipr.tc,
+        "replace-filter" if handle is not None else "add-filter",
+        "bpf",
+        host_idx,
+        handle=handle,
+        parent=_HOOKS[direction][0],
+        prio=_BUDGET_PRIO[direction],
+        protocol=ETH_P_ALL,
+        fd=prog_fd,
+        name=budget.filter_name,
+        direct_action=True,
+    )
 
 
 def _delete_budget(ipr: Any, found: _BudgetFilter) -> None:
