@@ -195,3 +195,15 @@ def test_features_and_helpers() -> None:
 @pytest.mark.parametrize("module", [features, hst])
 def test_doctests(module: Any) -> None:
     assert doctest.testmod(module).failed == 0
+
+
+def test_judge_gives_every_score_and_alarms_inside_the_quiet_period() -> None:
+    detector = HSTDetector()
+    early = [detector.judge(f)[0] for f in ordinary(CALIBRATED)]
+    assert all(j.score is None for j in early[: HSTSettings().warmup_flows])
+    assert all(j.score is not None and not j.alarm for j in early[HSTSettings().warmup_flows :])
+    first, found = detector.judge(outlier(CALIBRATED))
+    held, none = detector.judge(outlier(CALIBRATED + 1))
+    assert (first.alarm, len(found), held.alarm, none) == (True, 1, True, [])
+    assert first.score is not None
+    assert first.score > 0.9

@@ -44,6 +44,15 @@ def threat_score(anomaly_score: float, threshold: float) -> float:
     return 0.2 + 0.6 * min(1.0, max(0.0, excess))
 
 
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What the model made of one flow: its anomaly score (None while the VMN's model does not score yet) and
+    whether it cleared the threshold (its finding may still be held back by the quiet period)."""
+
+    score: float | None = None
+    alarm: bool = False
+
+
 @dataclass(slots=True)
 class VMNModel:
     """One VMN's model and where it stands: buffering, warming up, calibrating, or detecting."""
@@ -125,8 +134,12 @@ class HSTDetector(Detector[HSTSettings]):
         self._vmns: OrderedDict[str, VMNModel] = OrderedDict()  # least recently active first
 
     def observe(self, flow: Flow) -> list[Finding]:
+        return self.judge(flow)[1]
+
+    def judge(self, flow: Flow) -> tuple[Judgement, list[Finding]]:
+        """`observe`, also returning the flow's score (for evaluation: ROC and PR curves need every score)."""
         if not is_unicast(flow.dst_ip) or flow.src_port < 1024 <= flow.dst_port:
-            return []  # servers' replies describe the client, not the VMN
+            return Judgement(), []  # servers' replies describe the client, not the VMN
         key = flow.src_vmn or str(flow.src_ip)
         state = self._state(key)
         x = extract_features(flow)
@@ -134,11 +147,11 @@ class HSTDetector(Detector[HSTSettings]):
             state.pending.append(x)
             if len(state.pending) >= self.settings.buffer_flows:
                 self._build(key, state)
-            return []
-        finding = self._judge(flow, key, state, x)
+            return Judgement(), []
+        judgement, finding = self._judge(flow, key, state, x)
         state.model.learn_one(x)
         state.flows += 1
-        return [finding] if finding is not None else []
+        return judgement, [finding] if finding is not None else []
 
     def _state(self, key: str) -> VMNModel:
         state = self._vmns.get(key)
@@ -163,10 +176,10 @@ class HSTDetector(Detector[HSTSettings]):
         state.flows = len(state.pending)
         state.pending = []
 
-    def _judge(self, flow: Flow, key: str, state: VMNModel, x: Features) -> Finding | None:
+    def _judge(self, flow: Flow, key: str, state: VMNModel, x: Features) -> tuple[Judgement, Finding | None]:
         s = self.settings
         if state.flows < s.warmup_flows:
-            return None
+            return Judgement(), None
         score = float(state.model.score_one(x))
         threshold = state.threshold
         self._calibrate(state, score)
@@ -174,12 +187,12 @@ class HSTDetector(Detector[HSTSettings]):
         # identical DNS lookup 0.587 -> 0.589; browsing's top plateau 0.61 <-> 0.68): clearing the threshold by
         # a share of the headroom keeps those steps from becoming alarms.
         if threshold is None or score <= threshold + self.settings.min_excess * (1.0 - threshold):
-            return None
+            return Judgement(score), None
         at_ms = int(flow.last_seen_at.timestamp() * 1000)
         if state.last_alert_ms is not None and at_ms - state.last_alert_ms < s.repeat_after_s * 1000:
-            return None
+            return Judgement(score, alarm=True), None
         state.last_alert_ms = at_ms
-        return self._finding(flow, key, state, x, score, threshold)
+        return Judgement(score, alarm=True), self._finding(flow, key, state, x, score, threshold)
 
     def _calibrate(self, state: VMNModel, score: float) -> None:
         # A rolling calibration follows the scores' drift as the trees' reference windows move on. Every score
