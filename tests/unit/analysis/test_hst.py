@@ -207,3 +207,14 @@ def test_judge_gives_every_score_and_alarms_inside_the_quiet_period() -> None:
     assert (first.alarm, len(found), held.alarm, none) == (True, 1, True, [])
     assert first.score is not None
     assert first.score > 0.9
+
+
+def test_score_learns_nothing() -> None:
+    detector = HSTDetector()
+    assert detector.score(outlier(0)) is None
+    run(detector, ordinary(CALIBRATED))
+    before = detector.snapshot()
+    scores = {detector.score(outlier(CALIBRATED + i)) for i in range(20)}
+    assert len(scores) == 1
+    assert scores.pop() > 0.9  # type: ignore[operator]
+    assert detector.snapshot() == before

@@ -153,6 +153,13 @@ class HSTDetector(Detector[HSTSettings]):
         state.flows += 1
         return judgement, [finding] if finding is not None else []
 
+    def score(self, flow: Flow) -> float | None:
+        """The score the flow's VMN model gives it now, learning nothing (None while that model does not score)."""
+        state = self._vmns.get(flow.src_vmn or str(flow.src_ip))
+        if state is None or state.model is None or state.flows < self.settings.warmup_flows:
+            return None
+        return float(state.model.score_one(extract_features(flow)))
+
     def _state(self, key: str) -> VMNModel:
         state = self._vmns.get(key)
         if state is None:
