@@ -128,3 +128,11 @@ def test_state_is_capped() -> None:
     vmns = detector.snapshot()["vmns"]
     assert len(vmns) == 3
     assert all(len(b["transfers"]) <= 4 and len(b["met"]) <= 4 for _, b in vmns)
+
+
+def test_tcp_flows_without_data_leave_no_state() -> None:
+    detector = ExfiltrationDetector()
+    flood = [send(i, NEW_HOST, 60, src_ip=ipaddress.ip_address(f"198.18.{i // 250}.{i % 250}"), src_vmn=None,
+                  psh_packets=0, dst2src_packets=0, dst2src_bytes=0) for i in range(1000)]  # fmt: skip
+    assert run(detector, flood) == []
+    assert detector.snapshot() == {"vmns": []}

@@ -130,3 +130,16 @@ def test_state_is_capped() -> None:
     profiles = detector.snapshot()["profiles"]
     assert len(profiles) == 3
     assert all(len(p["known"]) <= 5 for _, p in profiles)
+
+
+def test_unanswered_attempts_teach_nothing_but_count_after_learning() -> None:
+    silent = {"dst2src_packets": 0, "dst2src_bytes": 0, "psh_packets": 0}
+    flood = [connect(i, DB, 22, src_ip=ipaddress.ip_address(f"198.18.9.{i}"), src_vmn=None, **silent)
+             for i in range(200)]  # fmt: skip
+    detector = LateralMovementDetector()
+    assert run(detector, flood) == []
+    assert detector.snapshot()["profiles"] == []
+    tried_while_learning = [connect(600, DB, 445, dst_vmn="db-1", **silent)]
+    found = run(LateralMovementDetector(), learned_day()[:5] + tried_while_learning + learned_day()[5:]
+                + [connect(DAY + 60, DB, 445, dst_vmn="db-1", **silent)])  # fmt: skip
+    assert [(f.dst_ports, f.measured["new_uses"]) for f in found] == [((445,), 1)]

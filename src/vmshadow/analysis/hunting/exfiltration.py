@@ -12,7 +12,7 @@ from vmshadow.analysis.detector import Detector, DetectorSettings
 from vmshadow.analysis.hunting.episodes import MAX_EVIDENCE
 from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
-from vmshadow.domain.flow import Flow
+from vmshadow.domain.flow import TCP, Flow
 from vmshadow.domain.ids import stable_id
 from vmshadow.domain.net import is_unicast
 
@@ -87,15 +87,15 @@ class ExfiltrationSettings(DetectorSettings):
 class ExfiltrationDetector(Detector[ExfiltrationSettings]):
     """Detects exfiltration: a VMN sending far more than usual to a destination it rarely talks to.
 
-    Per VMN (the flow's `src_vmn`, else its source address) the bytes the VMN sent (`src2dst_bytes` of the flows
-    it initiated) are summed per destination over windows of `window_s` that open at the first flow. A closed
-    window teaches the VMN's baseline: an exponentially weighted mean and mean absolute deviation (weight
-    `smoothing`) of ln(1 + bytes), so the baseline follows the VMN, and heavy-tailed volumes do not swamp it.
-    After `min_windows` learned windows (the warm-up), an open window raises a finding when its volume reaches
-    `min_bytes`, its z-score (ln volume - mean) / max(deviation, `min_deviation`) reaches `min_z`, and its
+    Per VMN (the flow's `src_vmn`, else its source address) the bytes the VMN sent (`src2dst_bytes` of the flows it
+    initiated; TCP flows without data are skipped) are summed per destination over windows of `window_s` that open
+    at the first flow. A closed window teaches the VMN's baseline: an exponentially weighted mean and mean absolute
+    deviation (weight `smoothing`) of ln(1 + bytes), so the baseline follows the VMN, and heavy-tailed volumes do
+    not swamp it. After `min_windows` learned windows (the warm-up), an open window raises a finding when its volume
+    reaches `min_bytes`, its z-score (ln volume - mean) / max(deviation, `min_deviation`) reaches `min_z`, and its
     destination was met in at most `max_prior_windows` earlier windows; again each time the volume grows
-    `growth`-fold. A window that raised a finding does not teach the baseline. A daily backup to the same
-    server is not rare after its first windows; a first big upload to a new host is.
+    `growth`-fold. A window that raised a finding does not teach the baseline. A daily backup to the same server is
+    not rare after its first windows; a first big upload to a new host is.
     Source: an EWMA control chart (S. W. Roberts, "Control chart tests based on geometric moving averages",
     Technometrics 1959) on log volumes, gated by destination rarity as issue 5 asks.
     MITRE ATT&CK T1048 (Exfiltration Over Alternative Protocol).
@@ -116,6 +116,8 @@ class ExfiltrationDetector(Detector[ExfiltrationSettings]):
             return []
         if flow.src_port < 1024 <= flow.dst_port:
             return []  # a server's side: the VMN answered, it did not send on its own
+        if not flow.carried_data and flow.protocol == TCP:
+            return []  # handshakes and refused connections move no data (and a SYN flood must not fill the table)
         at_ms = int(flow.last_seen_at.timestamp() * 1000)
         key = flow.src_vmn or str(flow.src_ip)
         baseline = self._baseline(key)

@@ -65,7 +65,8 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
     of `admin_ports` (SSH, Telnet, RPC, NetBIOS, SMB, RDP, VNC, WinRM) is remembered. After the window, a use
     not remembered is new: new uses within `window_s` form an episode, raised at the first and again each time
     their count grows `growth`-fold, and are then remembered (reported once, not on every flow). Failed
-    attempts count: reaching for a service is the signal. The score is 0.4 for a new peer on an ordinary port,
+    attempts count after the window: reaching for a service is the signal; while learning, only answered flows
+    are learned (and only they start a profile). The score is 0.4 for a new peer on an ordinary port,
     0.5 for an administrative port outside, 0.7 for an administrative port on a peer, plus 0.1 per
     `growth`-fold of new uses. Servers' replies and multicast/broadcast are skipped. A VMN forgotten at
     `max_vmns` learns again (quieter, never noisier).
@@ -82,7 +83,11 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         super().__init__(settings, context)
         s = self.settings
         self._learning_ms = int(s.learning_s * 1000)
-        self._internal = tuple(ipaddress.ip_network(n) for n in s.internal_networks)
+        # (version, first, last) as integers: a membership test per flow, cheaper than ipaddress's `in`
+        self._internal = tuple(
+            (n.version, int(n.network_address), int(n.broadcast_address))
+            for n in map(ipaddress.ip_network, s.internal_networks)
+        )
         self._admin = frozenset(s.admin_ports)
         self._profiles: OrderedDict[str, Profile] = OrderedDict()  # least recently active first
         self._episodes = EpisodeTracker(window_s=s.window_s, threshold=1, growth=s.growth, max_keys=s.max_vmns,
@@ -92,7 +97,8 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         return flow.dst_vmn is not None or self._is_internal(flow.dst_ip)
 
     def _is_internal(self, address: IPAddress) -> bool:
-        return any(address.version == n.version and address in n for n in self._internal)
+        value, version = int(address), address.version
+        return any(v == version and first <= value <= last for v, first, last in self._internal)
 
     def observe(self, flow: Flow) -> list[Finding]:
         if flow.protocol not in (TCP, UDP) or not is_unicast(flow.dst_ip) or flow.dst_ip == flow.src_ip:
@@ -105,12 +111,16 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
             return []
         at_ms = int(flow.last_seen_at.timestamp() * 1000)
         key = flow.src_vmn or str(flow.src_ip)
+        profile = self._profiles.get(key)
+        if profile is not None:
+            self._end_learning(profile, at_ms)
+        if (profile is None or not profile.learned) and not flow.answered:
+            return []  # an unanswered attempt teaches nothing (and a spoofed flood must not fill the table)
         profile = self._profile(key, at_ms)
         use = f"{flow.dst_ip}|{flow.dst_port}|{flow.protocol}"
         if not profile.learned:
             profile.flows += 1
-            ready = profile.flows >= self.settings.min_learning_flows
-            profile.learned = ready and at_ms >= profile.started_ms + self._learning_ms
+            self._end_learning(profile, at_ms)
         if not profile.learned or use in profile.known:
             self._remember(profile, use, at_ms)
             return []
@@ -119,6 +129,10 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         if not reached:
             return []
         return [self._finding(flow, key, profile, episode.items, episode.evidence, episode.started_ms, admin, peer)]
+
+    def _end_learning(self, profile: Profile, at_ms: int) -> None:
+        if not profile.learned and profile.flows >= self.settings.min_learning_flows:
+            profile.learned = at_ms >= profile.started_ms + self._learning_ms
 
     def _profile(self, key: str, at_ms: int) -> Profile:
         profile = self._profiles.get(key)
