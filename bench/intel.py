@@ -470,6 +470,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             **_t(hunt_t),
             "target_s": TARGET_RETRO_HUNT_S,
             "flows_per_s": round(report.flows_checked / hunt_t.wall_s) if hunt_t.wall_s else None,
+            "phases_s": report.seconds,
         }
     result["max_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
@@ -522,6 +523,7 @@ def print_report(result: dict[str, Any]) -> None:
             f"{h['flows_matched']:,} flows decoded, {h['findings']:,} findings, {h['proposals']:,} proposals "
             f"({_verdict(ok)} the target <= {h['target_s']:.0f} s)"
         )
+        print(f"    phases (s): {h['phases_s']}")
     print()
     print(f"process ru_maxrss: {result['max_rss_mib']:,} MiB")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -23,9 +23,9 @@ from vmshadow.intel.lifecycle import IntelPolicy
 from vmshadow.intel.misp import parse_misp_event
 from vmshadow.intel.plain_list import load_plain_list
 from vmshadow.intel.result import IntelImport
-from vmshadow.intel.retro_hunt import touching
+from vmshadow.intel.retro_hunt import Scanned, touching
 from vmshadow.intel.stix import parse_stix_bundle
-from vmshadow.ports.store import FlowKeys, Store
+from vmshadow.ports.store import Store
 from vmshadow.refinement.merge import keep_decision
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.recommend import run_recommend
@@ -106,6 +106,7 @@ class RetroHunt:
     findings: tuple[Finding, ...]
     proposals: tuple[Proposal, ...]
     flows_matched: int = 0  # flows the prefilter decoded and gave to the detector
+    seconds: dict[str, float] = field(default_factory=dict)  # scan, detect, recommend, store: where the time went
 
 
 MAX_CONTEXT_FLOWS = 100_000  # recent flows the recommenders replay for impact, as in the live service
@@ -149,14 +150,17 @@ def retro_hunt_in(
     detector = IntelMatchDetector(None, DetectorContext(indicators=tuple(indicators)))
     if policy is not None:
         detector.use_policy(policy)
-    checked = 0
+    scanned = Scanned()
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
 
-    def counted(keys: Iterable[FlowKeys]) -> Iterator[FlowKeys]:
-        nonlocal checked
-        for checked, key in enumerate(keys, start=1):  # noqa: B007 - the count is the point
-            yield key
+    def lap(name: str) -> None:
+        nonlocal clock
+        seconds[name] = round(time.perf_counter() - clock, 3)
+        clock = time.perf_counter()
 
-    ids = list(touching(detector.index, counted(store.flow_keys(since=now - window))))
+    ids = list(touching(detector.index, store.flow_keys(since=now - window), scanned))
+    lap("scan")
     flows = store.flows_by_id(ids)
     found = [
         replace(f, measured={**f.measured, "retro_hunt": 1}, summary=f"retro-hunt: {f.summary}")
@@ -164,6 +168,7 @@ def retro_hunt_in(
         for f in detector.observe(flow)
     ]
     recent = [f for f in found if now - f.observed_at <= ongoing]
+    lap("detect")
     proposals: list[Proposal] = []
     if recent:
         recommenders = [cls() for cls in recommender_types().values()]
@@ -171,5 +176,7 @@ def retro_hunt_in(
         context = RecommendContext(now=now, flows=tuple(context_flows))
         fresh = run_recommend(recent, tmrset or TMRSet(), recommenders, context, trust)
         proposals = [keep_decision(store.proposal(p.id), p) for p in fresh]
+    lap("recommend")
     store.save_batch(findings=found, proposals=proposals)
-    return RetroHunt(checked, tuple(found), tuple(proposals), flows_matched=len(flows))
+    lap("store")
+    return RetroHunt(scanned.flows, tuple(found), tuple(proposals), flows_matched=len(flows), seconds=seconds)

@@ -336,6 +336,9 @@ class IndicatorIndex:
     def match_domain(self, name: str, at: datetime | None) -> Indicator | None:
         """The indicator of the longest listed domain equal to `name` or a parent of it, valid at `at`."""
         node = self._domains
+        top = name.rpartition(".")[2]
+        if top and top.isascii() and top.islower() and top not in node.children:
+            return None  # most names seen are under a top-level domain nothing is listed under
         deepest: list[list[Indicator]] = []
         for label in _lookup_name(name):
             child = node.children.get(label)

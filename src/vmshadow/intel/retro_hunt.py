@@ -11,6 +11,7 @@ report. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from vmshadow.intel.index import IndicatorIndex
 from vmshadow.ports.store import FlowKeys
@@ -18,10 +19,18 @@ from vmshadow.ports.store import FlowKeys
 MAX_REMEMBERED = 1_000_000  # distinct addresses remembered while scanning; beyond it, the memo starts over
 
 
-def touching(index: IndicatorIndex, keys: Iterable[FlowKeys]) -> Iterator[str]:
+@dataclass
+class Scanned:
+    """How many flows a scan read (set when it ends)."""
+
+    flows: int = 0
+
+
+def touching(index: IndicatorIndex, keys: Iterable[FlowKeys], scanned: Scanned | None = None) -> Iterator[str]:
     """Ids of the flows whose addresses, DNS query, SNI, HTTP Host or fingerprints any indicator lists."""
     listed: dict[str, bool] = {}  # address text -> listed (flows repeat their addresses: ask once)
-    for flow_id, src, dst, dns_query, sni, http_host, client_fp, server_fp in keys:
+    count = 0
+    for count, (flow_id, src, dst, dns_query, sni, http_host, client_fp, server_fp) in enumerate(keys, start=1):  # noqa: B007
         hit = False
         for address in (dst, src):
             known = listed.get(address)
@@ -36,6 +45,8 @@ def touching(index: IndicatorIndex, keys: Iterable[FlowKeys]) -> Iterator[str]:
             or ((client_fp or server_fp) and _fingerprints_listed(index, client_fp, server_fp))
         ):
             yield flow_id
+    if scanned is not None:
+        scanned.flows = count
 
 
 def _names_listed(index: IndicatorIndex, *names: str) -> bool:
