@@ -110,6 +110,10 @@ class RetroHunt:
 
 
 MAX_CONTEXT_FLOWS = 100_000  # recent flows the recommenders replay for impact, as in the live service
+# Ongoing contacts a retro-hunt asks proposals for, the latest first: each costs an impact replay over the recent
+# flows (about a second here), and the guard-rails' default rate cap (50 proposals per window) would turn the
+# ones beyond into alerts anyway. The others are stored as findings all the same.
+MAX_PROPOSED_CONTACTS = 50
 
 
 def retro_hunt(
@@ -167,7 +171,7 @@ def retro_hunt_in(
         for flow in flows
         for f in detector.observe(flow)
     ]
-    recent = [f for f in found if now - f.observed_at <= ongoing]
+    recent = _latest_contacts([f for f in found if now - f.observed_at <= ongoing], MAX_PROPOSED_CONTACTS)
     lap("detect")
     proposals: list[Proposal] = []
     if recent:
@@ -180,3 +184,13 @@ def retro_hunt_in(
     store.save_batch(findings=found, proposals=proposals)
     lap("store")
     return RetroHunt(scanned.flows, tuple(found), tuple(proposals), flows_matched=len(flows), seconds=seconds)
+
+
+def _latest_contacts(findings: list[Finding], limit: int) -> list[Finding]:
+    """The findings of the `limit` most recent contacts, one contact being a (local side, indicator) pair."""
+    latest: dict[tuple[str, str | None], datetime] = {}
+    for f in findings:
+        key = (str(f.src_ip), f.indicator)
+        latest[key] = max(latest.get(key, f.observed_at), f.observed_at)
+    kept = set(sorted(latest, key=lambda k: latest[k], reverse=True)[:limit])
+    return [f for f in findings if (str(f.src_ip), f.indicator) in kept]
