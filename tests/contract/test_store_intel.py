@@ -3,6 +3,7 @@ indicators updated since a time (the live refresh)."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from ipaddress import ip_address
 from typing import Any
@@ -12,7 +13,7 @@ from sqlalchemy import Column, MetaData, Table
 
 from tests.factories import at, make_flow
 from vmshadow.adapters.sql import SqlStore, open_store, tables
-from vmshadow.adapters.sql.store import _flow_row, make_engine, upgrade
+from vmshadow.adapters.sql.store import _flow_row, _indicator_row, make_engine, upgrade
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.indicator import Indicator, IndicatorType
 
@@ -87,3 +88,24 @@ def _bare(n: int, **overrides: Any) -> Flow:
 
 _NAMES = ("dns_query", "sni", "http_host", "client_fingerprint", "server_fingerprint")
 _AT_0003 = {c.name for c in tables.flows.c} - set(_NAMES)
+
+
+def test_indicator_rows_are_written_as_sqlalchemy_writes_them(fresh_url: FreshUrl) -> None:
+    """SQLite stores indicators through the DB-API's executemany: the columns must hold what SQLAlchemy's types
+    would have written, or time comparisons (expiry, updated_since) would go wrong."""
+    listed = Indicator(IndicatorType.DOMAIN, "evil.example", "feed", valid_until=at(3600), revoked=True, labels=("c2",))
+    url = fresh_url()
+    with open_store(url) as store:
+        store.save_indicators([listed], at=at(10))
+    engine = make_engine(url)
+    query = "SELECT id, type, value, source, valid_until, revoked, updated_at, data FROM indicators"
+    try:
+        with engine.begin() as conn:
+            fast = conn.exec_driver_sql(query).one()
+            conn.execute(tables.indicators.delete())
+            conn.execute(tables.indicators.insert(), [_indicator_row(listed, at(10))])
+            core = conn.exec_driver_sql(query).one()
+    finally:
+        engine.dispose()
+    decode = lambda v: json.loads(v) if isinstance(v, str) else v  # noqa: E731 - JSON is text on SQLite
+    assert (*fast[:7], decode(fast[7])) == (*core[:7], decode(core[7]))
