@@ -456,8 +456,8 @@ def tmrs(draw: st.DrawFn, index: int) -> TMR:
 
 
 @st.composite
-def tmrsets(draw: st.DrawFn) -> TMRSet:
-    count = draw(st.integers(0, 8))
+def tmrsets(draw: st.DrawFn, most: int = 8) -> TMRSet:
+    count = draw(st.integers(0, most))
     defaults = draw(st.dictionaries(st.sampled_from([v.name for v in VMNS]), st.sampled_from(list(Action))))
     return TMRSet(
         tmrs=tuple(draw(tmrs(i)) for i in range(count)),
@@ -517,6 +517,19 @@ def test_compiled_rules_decide_as_the_evaluator(tmrset: TMRSet, batch: list[Pack
         expected = tmrset.evaluate(packet, AT)
         assert verdict == str(expected.action), (packet, comment, expected)
         assert compiler.tmr_id_of(comment) == expected.tmr_id, (packet, comment, expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(tmrset=tmrsets(most=40), batch=st.lists(packets(), min_size=20, max_size=60))
+def test_many_tmrs_in_few_layers_decide_as_the_evaluator(tmrset: TMRSet, batch: list[Packet]) -> None:
+    """Larger sets: many TMRs share layers and maps; still the first TMR in priority order decides (and so its
+    element is the one whose counter counts)."""
+    document = compile_tmrset(tmrset, ports=PORTS_MANAGED, at=AT, version=1)
+    kernel = Kernel(document)
+    for packet in batch:
+        verdict, comment = kernel.decide(packet)
+        expected = tmrset.evaluate(packet, AT)
+        assert (verdict, compiler.tmr_id_of(comment)) == (str(expected.action), expected.tmr_id), packet
 
 
 def test_the_oracle_can_tell_a_wrong_order() -> None:

@@ -78,13 +78,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.net import IPNetwork, PortRange, Protocol, normalize_ports
 from vmshadow.domain.tmr import TMR, Action, Endpoint, EndpointKind, TMRSet
 from vmshadow.domain.vmn import VMN, Group
-from vmshadow.enforcement.nft_layers import Block, Box, assign_layers, range_blocks
+from vmshadow.enforcement.nft_layers import Block, Box, Side, assign_layers, range_blocks
 
 JSON = dict[str, Any]
 
@@ -294,24 +294,26 @@ _FIELDS: dict[str, tuple[JSON, str]] = {
     "dport": (_payload("th", "dport"), "inet_service"),
 }
 _SIDE_CODES = {("src", "if"): "iif", ("dst", "if"): "oif", ("src", "mac"): "smac", ("dst", "mac"): "dmac"}
+# the transport part of a key: codes, values, blocks for the layering (None: any protocol), interval
+_Transport = tuple[tuple[str, ...], tuple[Any, ...], tuple[Block, ...] | None, bool]
 
 
-@dataclass(frozen=True, slots=True)
-class _Alt:
-    """One identifier an endpoint matches by: kind (if, mac, ip), its nftables value, its block for the layering,
-    and its address family (None: either)."""
+class _Alt(NamedTuple):
+    """One identifier an endpoint matches by: its key field on each side, its nftables value, its address family
+    (None: either), whether it is an interval, and its (kind, block) for the layering."""
 
-    kind: str
+    src_code: str
+    dst_code: str
     value: Any
-    block: Block
     family: int | None
-    interval: bool = False
+    interval: bool
+    side: Side
 
 
-def _code(side: str, alt: _Alt) -> str:
-    if alt.kind == "ip":
-        return f"{side[0]}ip{alt.family}"
-    return _SIDE_CODES[(side, alt.kind)]
+def _alt(kind: str, value: Any, block: Block, family: int | None, interval: bool = False) -> _Alt:
+    if kind == "ip":
+        return _Alt(f"sip{family}", f"dip{family}", value, family, interval, (kind, block))
+    return _Alt(_SIDE_CODES[("src", kind)], _SIDE_CODES[("dst", kind)], value, family, interval, (kind, block))
 
 
 def _ip_alt(address: str, prefix: int, family: int) -> _Alt | None:
@@ -328,21 +330,21 @@ def _ip_alt(address: str, prefix: int, family: int) -> _Alt | None:
     if number & ((1 << shift) - 1):
         return None
     value: Any = address if shift == 0 else {"prefix": {"addr": address, "len": prefix}}
-    return _Alt("ip", value, (shift, number >> shift), family, interval=shift > 0)
+    return _alt("ip", value, (shift, number >> shift), family, interval=shift > 0)
 
 
 def _network_alt(network: IPNetwork) -> _Alt:
     shift = network.max_prefixlen - network.prefixlen
     block = (shift, int(network.network_address) >> shift)
-    return _Alt("ip", _network_value(network), block, network.version, interval=shift > 0)
+    return _alt("ip", _network_value(network), block, network.version, interval=shift > 0)
 
 
 def _mac_alt(mac: str) -> _Alt:
-    return _Alt("mac", mac, (0, int(mac.replace(":", ""), 16)), None)
+    return _alt("mac", mac, (0, int(mac.replace(":", ""), 16)), None)
 
 
 def _if_alt(name: str) -> _Alt:
-    return _Alt("if", name, (0, int.from_bytes(name.encode(), "big")), None)
+    return _alt("if", name, (0, int.from_bytes(name.encode(), "big")), None)
 
 
 def _agree(*families: int | None) -> tuple[bool, int | None]:
@@ -357,8 +359,7 @@ def _agree(*families: int | None) -> tuple[bool, int | None]:
     return True, chosen
 
 
-@dataclass(slots=True)
-class _Element:
+class _Element(NamedTuple):
     """One element of a TMR map: the shape of its key, its value, its box, whether it is an interval."""
 
     shape: tuple[str, ...]
@@ -390,6 +391,8 @@ class _Compiler:
         self.items: list[JSON] = []
         self.alternatives: dict[tuple[EndpointKind, str], list[_Alt]] = {}
         self.default_sets: dict[str, tuple[tuple[str, str], ...]] = {}  # VMN -> (kind, set name)
+        self.networks: dict[str, list[_Alt]] = {}
+        self.transports: dict[tuple[Protocol, tuple[PortRange, ...]], list[_Transport]] = {}
         self.issues: list[Issue] = []
 
     def document(self) -> JSON:
@@ -560,6 +563,9 @@ class _Compiler:
         if endpoint.kind is EndpointKind.ANY:
             return None
         if endpoint.kind is EndpointKind.NETWORK:
+            known = self.networks.get(endpoint.value)
+            if known is not None:
+                return known
             address, _, length = endpoint.value.partition("/")
             family = 6 if ":" in address else 4
             alt = _ip_alt(address, int(length), family) if length.isdigit() else None
@@ -569,67 +575,60 @@ class _Compiler:
                 except ValueError as error:  # only a set built from unchecked JSON gets here; a TMR file cannot
                     self.issues.append(Issue(source="tmrset", field="network", message=str(error)))
                     return []
-            return [alt]
+            known = self.networks[endpoint.value] = [alt]
+            return known
         return self.alternatives.get((endpoint.kind, endpoint.value), [])  # a bad name is reported already
+
+    def _transport(self, protocol: Protocol, ports: tuple[PortRange, ...]) -> list[_Transport]:
+        """The transport part of the key (codes, values), its blocks for the layering and whether it is an
+        interval: one per port range, merged first."""
+        known = self.transports.get((protocol, ports))
+        if known is not None:
+            return known
+        number = protocol.number
+        out: list[_Transport] = []
+        if number is None:
+            out.append(((), (), None, False))
+        elif ports:
+            for r in normalize_ports(ports):
+                blocks = range_blocks(number << 16 | r.first, number << 16 | r.last)
+                out.append((("l4proto", "dport"), (_L4PROTO[protocol], _port_value(r)), blocks, r.first != r.last))
+        else:
+            out.append((("l4proto",), (_L4PROTO[protocol],), ((16, number),), False))
+        self.transports[(protocol, ports)] = out
+        return out
 
     def _elements(self, tmr: TMR) -> list[_Element]:
         srcs, dsts = self._side(tmr.src), self._side(tmr.dst)
-        protocol = tmr.protocol
-        number = protocol.number
-        protocol_family = _PROTOCOL_FAMILY.get(protocol)
-        ports = normalize_ports(tmr.ports)
-        # the transport part of the key, and of the box
-        l4: list[tuple[list[str], list[Any], tuple[Block, ...] | None, bool]] = []
-        if number is None:
-            l4.append(([], [], None, False))
-        elif ports:
-            for r in ports:
-                first, last = number << 16 | r.first, number << 16 | r.last
-                l4.append(
-                    (
-                        ["l4proto", "dport"],
-                        [_L4PROTO[protocol], _port_value(r)],
-                        range_blocks(first, last),
-                        r.first != r.last,
-                    )
-                )
-        else:
-            l4.append((["l4proto"], [_L4PROTO[protocol]], ((16, number),), False))
+        protocol_family = _PROTOCOL_FAMILY.get(tmr.protocol)
+        transports = self._transport(tmr.protocol, tmr.ports)
         out: list[_Element] = []
-        for src in srcs if srcs is not None else [None]:
-            for dst in dsts if dsts is not None else [None]:
+        for src in srcs if srcs is not None else (None,):
+            for dst in dsts if dsts is not None else (None,):
                 agree, family = _agree(src.family if src else None, dst.family if dst else None, protocol_family)
                 if not agree:
                     continue
-                codes: list[str] = []
-                values: list[Any] = []
+                codes: tuple[str, ...] = ()
+                values: tuple[Any, ...] = ()
+                interval = False
                 if src is not None:
-                    codes.append(_code("src", src))
-                    values.append(src.value)
+                    codes, values, interval = (src.src_code,), (src.value,), src.interval
                 if dst is not None:
-                    codes.append(_code("dst", dst))
-                    values.append(dst.value)
-                has_address = any(a is not None and a.kind == "ip" for a in (src, dst))
-                interval = any(a is not None and a.interval for a in (src, dst))
+                    codes, values, interval = (*codes, dst.dst_code), (*values, dst.value), interval or dst.interval
+                # an address field fixes the family; without one, meta protocol does
+                has_address = (src is not None and src.side[0] == "ip") or (dst is not None and dst.side[0] == "ip")
+                src_side = None if src is None else src.side
+                dst_side = None if dst is None else dst.side
                 for f in (family,) if family is not None else (4, 6):
-                    head_codes, head_values = codes, values
-                    if not has_address:  # nothing else fixes the family
-                        head_codes, head_values = [*codes, "protocol"], [*values, _ip(f)]
-                    for l4_codes, l4_values, l4_box, l4_interval in l4:
-                        all_values = [*head_values, *l4_values]
-                        out.append(
-                            _Element(
-                                shape=(*head_codes, *l4_codes),
-                                value=all_values[0] if len(all_values) == 1 else {"concat": all_values},
-                                box=Box(
-                                    f,
-                                    None if src is None else (src.kind, src.block),
-                                    None if dst is None else (dst.kind, dst.block),
-                                    l4_box,
-                                ),
-                                interval=interval or l4_interval,
-                            )
-                        )
+                    if has_address:
+                        head_codes, head_values = codes, values
+                    else:
+                        head_codes, head_values = (*codes, "protocol"), (*values, _ip(f))
+                    for l4_codes, l4_values, l4_box, l4_interval in transports:
+                        all_values = (*head_values, *l4_values)
+                        value = all_values[0] if len(all_values) == 1 else {"concat": list(all_values)}
+                        box = Box(f, src_side, dst_side, l4_box)
+                        out.append(_Element((*head_codes, *l4_codes), value, box, interval or l4_interval))
         return out
 
     # rules

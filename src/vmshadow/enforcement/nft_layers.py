@@ -22,17 +22,18 @@ wider than stored blocks (a network over single addresses) scans the stored keys
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 Block = tuple[int, int]  # (shift, key): the values v with v >> shift == key
 Side = tuple[str, Block]  # (identifier kind: "if" | "mac" | "ip", block)
 
-_ENUMERATE_BITS = 6  # enumerate at most 2**6 sub-blocks of a query block; else scan the level's keys
+_ENUMERATE_BITS = 4  # enumerate at most 2**4 sub-blocks of a query block; else scan the level's keys
+QUERY_BUDGET = 4096  # branches one TMR's query may visit before it settles for a subtree's highest layer
 
 
-@dataclass(frozen=True, slots=True)
-class Box:
-    """The packets one map element matches. ``None`` on a side or the transport part means any."""
+class Box(NamedTuple):
+    """The packets one map element matches. ``None`` on a side or the transport part means any. (A named tuple:
+    the compiler makes one per element, tens of thousands per apply.)"""
 
     family: int
     src: Side | None
@@ -71,96 +72,108 @@ def range_blocks(first: int, last: int) -> tuple[Block, ...]:
 
 
 class _Level:
-    """One dimension of the trie. Children are the next level's `_Level`, or ints (highest layer) at the last."""
+    """One dimension of the trie. Children are the next level's `_Level`; at the last level, the highest layer.
+    Exact children are filed by (kind, shift), then key; `tops` holds the highest layer of each such group."""
 
-    __slots__ = ("exact", "kinds", "none", "shifts", "top")
+    __slots__ = ("exact", "kinds", "none", "top", "tops")
 
     def __init__(self) -> None:
         self.top = -1
-        self.exact: dict[tuple[str, int, int], _Level | list[int]] = {}
-        self.shifts: dict[str, set[int]] = {}
-        self.kinds: dict[str, _Level | list[int]] = {}
-        self.none: _Level | list[int] | None = None
+        self.exact: dict[tuple[str, int], dict[int, Any]] = {}
+        self.tops: dict[tuple[str, int], int] = {}
+        self.kinds: dict[str, Any] = {}
+        self.none: Any = None
 
 
 # A trie path is (src, dst, l4); the l4 "kind" is always "" and its blocks may be several.
 _Value = tuple[str, tuple[Block, ...]] | None
+_LAST = 2
 
 
-def _child(last: bool) -> _Level | list[int]:
-    return [-1] if last else _Level()
-
-
-def _insert(level: _Level, values: Sequence[_Value], layer: int) -> None:
+def _insert(level: _Level, values: Sequence[_Value], depth: int, layer: int) -> None:
     if layer > level.top:
         level.top = layer
-    value, rest = values[0], values[1:]
-    last = not rest
-    targets: list[_Level | list[int]] = []
+    value = values[depth]
+    last = depth == _LAST
     if value is None:
+        if last:
+            level.none = layer if level.none is None or layer > level.none else level.none
+            return
         if level.none is None:
-            level.none = _child(last)
-        targets.append(level.none)
-    else:
-        kind, blocks = value
-        for shift, key in blocks:
-            found = level.exact.get((kind, shift, key))
-            if found is None:
-                found = level.exact[(kind, shift, key)] = _child(last)
-                level.shifts.setdefault(kind, set()).add(shift)
-            targets.append(found)
-        by_kind = level.kinds.get(kind)
-        if by_kind is None:
-            by_kind = level.kinds[kind] = _child(last)
-        targets.append(by_kind)
-    for target in targets:
-        if isinstance(target, list):
-            if layer > target[0]:
-                target[0] = layer
-        else:
-            _insert(target, rest, layer)
+            level.none = _Level()
+        _insert(level.none, values, depth + 1, layer)
+        return
+    kind, blocks = value
+    for shift, key in blocks:
+        group = level.exact.get((kind, shift))
+        if group is None:
+            group = level.exact[(kind, shift)] = {}
+        if layer > level.tops.get((kind, shift), -1):
+            level.tops[(kind, shift)] = layer
+        found = group.get(key)
+        if last:
+            if found is None or layer > found:
+                group[key] = layer
+            continue
+        if found is None:
+            found = group[key] = _Level()
+        _insert(found, values, depth + 1, layer)
+    by_kind = level.kinds.get(kind)
+    if last:
+        if by_kind is None or layer > by_kind:
+            level.kinds[kind] = layer
+        return
+    if by_kind is None:
+        by_kind = level.kinds[kind] = _Level()
+    _insert(by_kind, values, depth + 1, layer)
 
 
-def _highest(level: _Level, values: Sequence[_Value], best: int) -> int:
-    """The highest layer of a stored box overlapping `values` that beats `best` (else `best`)."""
+def _highest(level: _Level, values: Sequence[_Value], depth: int, best: int, budget: list[int]) -> int:
+    """The highest layer of a stored box overlapping `values` that beats `best` (else `best`). When the query has
+    visited `QUERY_BUDGET` branches, the highest layer of a whole subtree stands in for the rest of it: never lower
+    than the truth, so the order stays right, at the price of a layer more than needed."""
     if level.top <= best:
         return best
-    value, rest = values[0], values[1:]
-    for child in _matching(level, value):
-        if isinstance(child, list):
-            best = max(best, child[0])
+    if budget[0] <= 0:
+        return level.top
+    for child in _matching(level, values[depth], best, budget):
+        if isinstance(child, int):  # a leaf, or a stand-in for branches too many to visit
+            if child > best:
+                best = child
         elif child.top > best:
-            best = _highest(child, rest, best)
+            best = _highest(child, values, depth + 1, best, budget)
     return best
 
 
-def _matching(level: _Level, value: _Value) -> list[_Level | list[int]]:
-    """The children whose boxes overlap `value` on this dimension."""
-    out: list[_Level | list[int]] = [] if level.none is None else [level.none]
+def _matching(level: _Level, value: _Value, best: int, budget: list[int]) -> list[Any]:
+    """The children whose boxes overlap `value` on this dimension (or the highest layer among some of them)."""
+    out: list[Any] = [] if level.none is None else [level.none]
     if value is None:  # any value: every stored box, whatever its kind
         out.extend(level.kinds.values())
+        budget[0] -= len(out)
         return out
     kind, blocks = value
-    out.extend(child for other, child in level.kinds.items() if other != kind)
-    for stored in level.shifts.get(kind, ()):
+    if len(level.kinds) > 1 or kind not in level.kinds:
+        out.extend(child for other, child in level.kinds.items() if other != kind)
+    for (stored_kind, stored), group in level.exact.items():
+        if stored_kind != kind or level.tops[(kind, stored)] <= best:
+            continue
         for shift, key in blocks:
             if stored >= shift:
-                found = level.exact.get((kind, stored, key >> (stored - shift)))
+                found = group.get(key >> (stored - shift))
                 if found is not None:
                     out.append(found)
             elif shift - stored <= _ENUMERATE_BITS:
                 base = key << (shift - stored)
-                for sub in range(base, base + (1 << (shift - stored))):
-                    found = level.exact.get((kind, stored, sub))
-                    if found is not None:
-                        out.append(found)
+                found_all = (group.get(sub) for sub in range(base, base + (1 << (shift - stored))))
+                out.extend(found for found in found_all if found is not None)
+            elif len(group) > budget[0]:
+                out.append(level.tops[(kind, stored)])  # too many to look at: the highest of them all
             else:
                 width = shift - stored
-                out.extend(
-                    child
-                    for (k, s, sub), child in level.exact.items()
-                    if k == kind and s == stored and sub >> width == key
-                )
+                budget[0] -= len(group)
+                out.extend(child for sub, child in group.items() if sub >> width == key)
+    budget[0] -= len(out)
     return out
 
 
@@ -179,15 +192,16 @@ def assign_layers(tmr_boxes: Sequence[Sequence[Box]]) -> list[int]:
     for own in tmr_boxes:
         paths = [(box.family, _values(box)) for box in own]
         best = -1
+        budget = [QUERY_BUDGET]
         for family, values in paths:
             trie = tries.get(family)
             if trie is not None:
-                best = _highest(trie, values, best)
+                best = _highest(trie, values, 0, best, budget)
         layer = best + 1
         layers.append(layer)
         for family, values in paths:
             trie = tries.get(family)
             if trie is None:
                 trie = tries[family] = _Level()
-            _insert(trie, values, layer)
+            _insert(trie, values, 0, layer)
     return layers

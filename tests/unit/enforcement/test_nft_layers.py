@@ -1,0 +1,84 @@
+"""The layering of TMR elements (`nft_layers`) against its plain definition, computed pair by pair."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vmshadow.enforcement.nft_layers import Block, Box, assign_layers, blocks_meet, boxes_meet, range_blocks
+
+
+@given(first=st.integers(0, 300), width=st.integers(0, 300))
+def test_range_blocks_cover_the_range_exactly(first: int, width: int) -> None:
+    last = first + width
+    covered: list[int] = []
+    for shift, key in range_blocks(first, last):
+        covered.extend(range(key << shift, (key + 1) << shift))
+    assert sorted(covered) == list(range(first, last + 1))  # every value once, nothing outside
+
+
+def test_blocks_meet_when_one_holds_the_other() -> None:
+    assert blocks_meet((8, 1), (0, 300))  # 256..511 holds 300
+    assert not blocks_meet((8, 1), (0, 200))
+    assert blocks_meet((0, 5), (0, 5))
+    assert not blocks_meet((2, 1), (2, 2))
+
+
+def _block(draw: st.DrawFn) -> Block:
+    shift = draw(st.sampled_from((0, 0, 1, 3)))
+    return shift, draw(st.integers(0, 15)) >> shift
+
+
+@st.composite
+def boxes(draw: st.DrawFn) -> Box:
+    def side() -> tuple[str, Block] | None:
+        if draw(st.booleans()):
+            return None
+        return draw(st.sampled_from(("ip", "ip", "mac", "if"))), _block(draw)
+
+    l4 = None if draw(st.booleans()) else tuple(_block(draw) for _ in range(draw(st.integers(1, 2))))
+    return Box(draw(st.sampled_from((4, 6))), side(), side(), l4)
+
+
+def _reference(tmr_boxes: list[list[Box]]) -> list[int]:
+    """layer(T) = 1 + the highest layer of an earlier TMR with a box meeting one of T's, pair by pair."""
+    layers: list[int] = []
+    for i, own in enumerate(tmr_boxes):
+        below = [layers[j] for j in range(i) if any(boxes_meet(a, b) for a in own for b in tmr_boxes[j])]
+        layers.append(max(below, default=-1) + 1)
+    return layers
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(boxes(), min_size=1, max_size=3), max_size=25))
+def test_layers_are_the_plain_definition(tmr_boxes: list[list[Box]]) -> None:
+    assert assign_layers(tmr_boxes) == _reference(tmr_boxes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(boxes(), min_size=1, max_size=3), max_size=25))
+def test_no_two_tmrs_of_one_layer_overlap(tmr_boxes: list[list[Box]]) -> None:
+    layers = assign_layers(tmr_boxes)
+    for i in range(len(tmr_boxes)):
+        for j in range(i):
+            if layers[i] == layers[j]:
+                assert not any(boxes_meet(a, b) for a in tmr_boxes[i] for b in tmr_boxes[j])
+
+
+def test_different_identifiers_of_one_side_overlap() -> None:
+    """A packet carries a MAC and an address at once: a MAC side and an address side can both match it."""
+    by_mac = Box(4, ("mac", (0, 1)), None, None)
+    by_address = Box(4, ("ip", (0, 7)), None, None)
+    assert boxes_meet(by_mac, by_address)
+    assert assign_layers([[by_mac], [by_address]]) == [0, 1]
+    assert assign_layers([[by_address], [Box(4, ("ip", (0, 8)), None, None)]]) == [0, 0]
+    assert assign_layers([[by_address], [Box(6, ("ip", (0, 7)), None, None)]]) == [0, 0], "other family"
+
+
+def test_a_network_above_its_addresses_and_a_blocklist_in_one_layer() -> None:
+    addresses = [[Box(4, ("ip", (0, n)), None, ((0, 6 << 16 | 22),))] for n in range(1000)]
+    network = [Box(4, ("ip", (8, 1)), None, None)]  # 256..511: holds 256 of the addresses
+    allow_after = [Box(4, ("ip", (0, 5000)), None, None)]
+    layers = assign_layers([*addresses, network, allow_after])
+    assert layers[:1000] == [0] * 1000
+    assert layers[1000:] == [1, 0]
