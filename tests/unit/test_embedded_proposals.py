@@ -6,13 +6,14 @@ import ipaddress
 from dataclasses import replace
 from pathlib import Path
 
-from tests.factories import at, make_finding
+from tests.factories import at, make_finding, make_flow
 from vmshadow.adapters.sql import open_store
 from vmshadow.app.embedded import EmbeddedService
 from vmshadow.domain.flow import TCP
 from vmshadow.domain.proposal import ProposalKind, ProposalState
-from vmshadow.domain.tmr import TMRSet
+from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
 from vmshadow.domain.vmn import VMN
+from vmshadow.refinement.add_allow import LeastPrivilegeRecommender
 from vmshadow.refinement.scoped_deny import ScopedDenyRecommender
 
 SCANNER, TARGET = ipaddress.ip_address("198.18.0.11"), ipaddress.ip_address("198.18.0.12")
@@ -71,4 +72,37 @@ def test_a_proposal_already_decided_is_not_widened(tmp_path: Path) -> None:
     assert found[first.id].rule == first.rule
     (wider,) = [p for p in found.values() if p.id != first.id]
     assert (wider.kind, wider.state) == (ProposalKind.ADD_DENY, ProposalState.PROPOSED)
+    s.store.close()
+
+
+def test_the_scheduled_duty_proposes_least_privilege_from_recent_flows_and_stores_it(tmp_path: Path) -> None:
+    broad = TMR("allow-all", 100, Endpoint.any(), Endpoint.any(), Action.ALLOW)
+    tmrset = TMRSet(tmrs=(broad,), vmns=(VMN("vm1", addresses=(SCANNER,)), VMN("vm2", addresses=(TARGET,))))
+    shown: list[str] = []
+    s = replace(
+        service(tmp_path),
+        tmrset=tmrset,
+        recommenders=[ScopedDenyRecommender(), LeastPrivilegeRecommender()],
+        on_proposal=lambda p: shown.append(p.id),
+    )
+    flows = [
+        make_flow(n, src_ip=SCANNER, src_vmn="vm1", dst_ip=TARGET, dst_vmn="vm2", first_seen_at=at(50 + n))
+        for n in range(5)
+    ]
+    s.recent.extend(flows)
+    s._pending_flows.extend(flows)
+    s._flush()  # flows without findings: the per-batch recommenders have nothing to say, least privilege waits
+    assert s.store.proposals() == []
+    proposals = s.recommend_scheduled()
+    assert [p.kind for p in proposals] == [ProposalKind.ADD_ALLOW]
+    assert s.store.proposals() == proposals
+    assert shown == [proposals[0].id]
+    rule = proposals[0].rule
+    assert rule is not None
+    assert (rule.src, rule.dst, [(r.first, r.last) for r in rule.ports]) == (
+        Endpoint.vmn("vm1"),
+        Endpoint.vmn("vm2"),
+        [(443, 443)],
+    )
+    assert rule.priority < broad.priority  # just ahead of the broad allow it narrows
     s.store.close()

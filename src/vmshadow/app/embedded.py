@@ -13,11 +13,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from vmshadow.analysis.detector import Detector
+from vmshadow.app.feedback import with_records
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.proposal import Proposal, ProposalState
@@ -25,11 +26,12 @@ from vmshadow.domain.tmr import TMRSet
 from vmshadow.flows.live import LiveSource, PortHealth
 from vmshadow.ports.store import Store
 from vmshadow.refinement.guardrails import GuardRails
+from vmshadow.refinement.impact import DEFAULT_WINDOW
 from vmshadow.refinement.merge import keep_decision, merge_proposals
 from vmshadow.refinement.recommender import RecommendContext, Recommender
 from vmshadow.refinement.widen import placed
 from vmshadow.stages.analyze import run_analyze
-from vmshadow.stages.recommend import run_recommend
+from vmshadow.stages.recommend import per_batch, run_recommend, scheduled
 
 RECENT_FLOWS = 100_000  # kept in memory for impact replay; older ones are in the store
 FLUSH_EVERY_S = 1.0
@@ -85,6 +87,7 @@ class EmbeddedService:
     clock: Clock = utc_now
     trust: Callable[[], dict[str, float]] = dict  # recommender name -> trust now; empty: the prior
     periodic: Sequence[Periodic] = ()
+    impact_window: timedelta | None = DEFAULT_WINDOW  # recorded flows an impact replays
     recent: deque[Flow] = field(default_factory=lambda: deque(maxlen=RECENT_FLOWS))
     _pending_flows: list[Flow] = field(default_factory=list)
     _pending_findings: list[Finding] = field(default_factory=list)
@@ -125,8 +128,7 @@ class EmbeddedService:
             return
         proposals: list[Proposal] = []
         if findings:
-            context = RecommendContext(now=self.clock(), flows=tuple(self.recent), guard_rails=self.guard_rails)
-            fresh = run_recommend(findings, self.tmrset, self.recommenders, context, self.trust())
+            fresh = run_recommend(findings, self.tmrset, per_batch(self.recommenders), self._context(), self.trust())
             proposals = merge_proposals([self._placed(p) for p in fresh])
         self.store.save_batch(flows=flows, findings=findings, proposals=proposals)
         self._pending_flows, self._pending_findings = [], []
@@ -134,6 +136,29 @@ class EmbeddedService:
             self.on_stored(findings, proposals)
         for p in proposals:
             self.on_proposal(p)
+
+    def _context(self) -> RecommendContext:
+        """What recommenders see: recent flows, guard-rails, the impact window, and from the store the reports,
+        past proposals (escalation) and recent ones (rate cap)."""
+        context = RecommendContext(
+            now=self.clock(), flows=tuple(self.recent), guard_rails=self.guard_rails, impact_window=self.impact_window
+        )
+        return with_records(self.store, context)
+
+    def recommend_scheduled(self) -> list[Proposal]:
+        """Run the recommenders that read the whole window rather than a batch (least privilege); a periodic duty.
+        Their proposals are stored, exported and shown like any other."""
+        chosen = scheduled(self.recommenders)
+        if not chosen:
+            return []
+        fresh = run_recommend([], self.tmrset, chosen, self._context(), self.trust())
+        proposals = merge_proposals([self._placed(p) for p in fresh])
+        if proposals:
+            self.store.save_batch(proposals=proposals)
+            self.on_stored([], proposals)
+            for p in proposals:
+                self.on_proposal(p)
+        return proposals
 
     def _placed(self, fresh: Proposal) -> Proposal:
         """A fresh proposal made again keeps the stored one's decision; a new one may widen (or join) a proposal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from vmshadow.adapters.sql import open_store
@@ -24,8 +24,10 @@ from vmshadow.domain.vmn import VMN
 from vmshadow.flows.live import LiveSource, MeteredPort
 from vmshadow.lab.topology import Lab
 from vmshadow.refinement.guardrails import GuardRails
+from vmshadow.refinement.impact import DEFAULT_WINDOW
 from vmshadow.refinement.recommender import recommender_types
 
+SCHEDULED_EVERY_S = 3600.0  # least privilege over the last day's flows: hourly is fresh enough
 DEFAULT_SNAPLEN = 1536  # enough for every header and the first bytes nDPI needs
 
 
@@ -91,6 +93,7 @@ def build_service(
     on_proposal: Callable[[Proposal], None] = lambda p: None,
     on_stored: OnStored = lambda findings, proposals: None,
     guard_rails: GuardRails | None = None,
+    impact_window: timedelta | None = DEFAULT_WINDOW,
 ) -> EmbeddedService:
     tmrset = with_watched(tmrset, watched)
     ports = [MeteredPort(w.vmn.name, w.port.reader_interface, w.port.shadow_interface) for w in watched]
@@ -108,7 +111,7 @@ def build_service(
 
     recommenders = [cls() for cls in recommender_types().values()]
     store = open_store(options.db_url)  # one store for the service's life: no re-open (and migration check) per batch
-    return EmbeddedService(
+    service = EmbeddedService(
         source=LiveSource(ports, tmrset.vmn_map, snapshot_length=_snaplen(watched)),
         store=store,
         tmrset=tmrset,
@@ -120,7 +123,11 @@ def build_service(
         on_stored=on_stored,
         guard_rails=guard_rails or GuardRails(),
         trust=lambda: {r.name: trust_in(store, r.name) for r in recommenders},
+        impact_window=impact_window,
     )
+    # Recommenders that read the whole window (least privilege) run on a schedule, not per batch of findings.
+    service.periodic = (Periodic("recommend.scheduled", SCHEDULED_EVERY_S, service.recommend_scheduled),)
+    return service
 
 
 MEASURE_EVERY_S = 30.0
