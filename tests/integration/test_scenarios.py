@@ -1,0 +1,120 @@
+"""Issue 5's live scenarios as tests: real tools against a real lab, the real SAE on the shadow ports.
+
+One lab and one SAE for the module (3 VMNs; sshd in vm2; resolver, web and C2 hosts), scenarios in turn. Each
+attack must be found (a finding of the expected kind naming the attacker VMN), with a correct proposal (a deny
+scoped to the attacker, or an alert where that is the right answer), within issue 5's target from its first
+packet. A miss raises `MissedError`, a finding after the target `LateError`: a known miss is marked xfail(strict)
+for exactly that exception, so any other failure (a wrong proposal, a broken driver) still fails, and a fixed
+detector turns the xfail into a failure that asks for the mark to go. Measured numbers: docs/scenarios.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bench.detection_live import AttackResult, LiveSAE, live_sae, run_attack, run_benign
+
+from vmshadow.lab.scenarios import (
+    BulkUpload,
+    CurlBeacon,
+    HpingSynScan,
+    HydraSSH,
+    IodineTunnel,
+    LabServices,
+    NmapSynScan,
+    Scenario,
+    outside_host,
+)
+from vmshadow.lab.state import LabHost
+
+pytestmark = pytest.mark.slow
+
+BENIGN_MINUTES = 1.0
+
+
+class MissedError(AssertionError):
+    """No finding of the expected kind against the attacker."""
+
+
+class LateError(AssertionError):
+    """Found, with a correct proposal, but after issue 5's target time."""
+
+
+Live = tuple[LiveSAE, LabServices]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with (
+        live_sae(Path(tmp_path_factory.mktemp("live")), 3, letter="c") as sae,
+        LabServices(sae.lab, sae.lab.vmns[1]) as services,
+    ):
+        yield sae, services
+
+
+def attack(live: Live, scenario: Scenario, attacker: LabHost) -> AttackResult:
+    sae, _ = live
+    result = run_attack(sae, scenario, attacker, print)
+    print(result)
+    expected = scenario.expected
+    assert expected is not None
+    if not result.detected:
+        raise MissedError(f"{scenario.name}: no {expected.kind} finding against {attacker.name} ({result})")
+    assert result.proposal_s is not None, f"{scenario.name}: no proposal cites the finding"
+    if expected.deny:
+        assert result.deny_s is not None, f"{scenario.name}: no deny scoped to {attacker.name} ({result.proposal})"
+    else:
+        assert result.proposal in ("alert", "deny (attacker)"), result.proposal
+    assert result.finding_s is not None
+    answered_s = result.deny_s if expected.deny else result.proposal_s
+    assert answered_s is not None
+    if max(result.finding_s, answered_s) > expected.target_s:
+        raise LateError(
+            f"{scenario.name}: finding after {result.finding_s} s, proposal after {answered_s} s, "
+            f"target {expected.target_s} s"
+        )
+    return result
+
+
+def test_benign_mix_proposes_no_deny_that_blocks_benign_flows(live: Live) -> None:
+    sae, services = live
+    result = run_benign(sae, services, BENIGN_MINUTES, print)
+    print(result)
+    assert result.flows >= 10 * len(sae.lab.vmns), "the mix sent traffic the SAE saw"
+    assert result.blocking_denies == 0, result.summaries
+
+
+def test_nmap_syn_scan_is_denied_within_10_s(live: Live) -> None:
+    vm1, vm2 = live[0].lab.vmns[:2]
+    attack(live, NmapSynScan(vm1, vm2), vm1)
+
+
+def test_hping3_syn_scan_is_denied_within_10_s(live: Live) -> None:
+    vm2, vm3 = live[0].lab.vmns[1:3]
+    attack(live, HpingSynScan(vm3, vm2), vm3)
+
+
+def test_hydra_ssh_brute_force_is_denied_within_10_s(live: Live) -> None:
+    sae, services = live
+    vm1 = sae.lab.vmns[0]
+    attack(live, HydraSSH(vm1, services.ssh_target), vm1)
+
+
+def test_iodine_dns_tunnel_is_found_within_60_s(live: Live) -> None:
+    sae, _ = live
+    vm3 = sae.lab.vmns[2]
+    attack(live, IodineTunnel(vm3, outside_host(sae.lab, "dns")), vm3)
+
+
+def test_curl_beacon_with_jitter_is_denied_within_60_s(live: Live) -> None:
+    sae, _ = live
+    vm1 = sae.lab.vmns[0]
+    attack(live, CurlBeacon(vm1, outside_host(sae.lab, "c2"), interval_s=4.5, count=16), vm1)
+
+
+def test_bulk_upload_to_a_rare_host_is_found_within_60_s(live: Live) -> None:
+    sae, _ = live
+    vm3 = sae.lab.vmns[2]
+    attack(live, BulkUpload(vm3, outside_host(sae.lab, "c2")), vm3)
