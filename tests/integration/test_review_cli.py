@@ -6,18 +6,20 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
-from tests.factories import make_finding
+from tests.factories import make_finding, make_proposal
 from tests.integration import netlab
 from vmshadow.adapters.sql import open_store
 from vmshadow.cli.main import app
 from vmshadow.config.tmr_file import load_tmr_file
 from vmshadow.domain.flow import TCP
+from vmshadow.domain.proposal import ProposalKind
 from vmshadow.refinement.recommender import RecommendContext
 from vmshadow.refinement.scoped_deny import ScopedDenyRecommender
 
@@ -160,5 +162,40 @@ def test_rolling_the_tmrs_back_takes_back_the_proposals_applied_since(net: netla
         assert (shown["state"], shown["decisions"][-1]["actor"]) == ("rolled_back", "carol")
         again = json.loads(vmshadow("tmrs", "rollback", "1", *tm, "--json").stdout)
         assert again["rolled_back_proposals"] == [], "nothing left to take back"
+    finally:
+        netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)
+
+
+def test_a_reprioritize_proposal_moves_the_tmr_in_force(net: netlab.Lab, tmp_path: Path) -> None:
+    vm1, vm2 = net.vmns
+    db = tmp_path / "v.db"
+    rules = tmp_path / "tmrs.yaml"
+    rules.write_text(
+        f"vmns:\n  vm1: {{addresses: [{vm1.address}]}}\n  vm2: {{addresses: [{vm2.address}]}}\n"
+        "tmrs:\n  - {id: allow-all, priority: 100, src: any, dst: any, action: allow}\n"
+        f"  - {{id: deny-service, priority: 200, src: vm1, dst: vm2, protocol: tcp, ports: [{SERVICE}],"
+        " action: deny}\n"
+    )
+    tm = ["--db", str(db), "--bridge", net.bridge, "--netns", net.host_ns]
+    try:
+        assert vmshadow("tmrs", "apply", rules, *tm).exit_code == 0
+        assert vm1.connect(vm2.address, SERVICE), "the deny is shadowed by the earlier allow"
+        shadowed = next(t for t in load_tmr_file(rules).tmrs if t.id == "deny-service")
+        moved = make_proposal(
+            1, kind=ProposalKind.REPRIORITIZE, rule=replace(shadowed, priority=50), summary="move deny-service"
+        )
+        stray = make_proposal(2, kind=ProposalKind.REPRIORITIZE, rule=replace(shadowed, id="nope", priority=50))
+        with open_store(f"sqlite:///{db}") as store:
+            store.save_batch(proposals=[moved, stray])
+        for pid in (moved.id, stray.id):
+            assert vmshadow("proposals", "approve", pid, "--db", db).exit_code == 0
+        missing = vmshadow("proposals", "apply", stray.id, *tm)
+        assert missing.exit_code == 2
+        assert "TMR nope is not in force" in missing.stderr
+        applied = vmshadow("proposals", "apply", moved.id, *tm, "--json")
+        assert applied.exit_code == 0, applied.stderr
+        assert not vm1.connect(vm2.address, SERVICE, timeout=BLOCKED_S), "moved ahead of the allow, the deny decides"
+        in_force = json.loads(vmshadow("tmrs", "history", *tm, "--json").stdout)
+        assert in_force["in_force"] == 2
     finally:
         netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)

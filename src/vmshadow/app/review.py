@@ -15,7 +15,7 @@ from vmshadow.app.tm import ApplyResult, TMSettings, open_enforcer
 from vmshadow.domain.decision import Decision
 from vmshadow.domain.errors import IllegalTransitionError, InputError, Issue, NotFoundError
 from vmshadow.domain.net import PortRange
-from vmshadow.domain.proposal import Proposal, ProposalState, can_transition
+from vmshadow.domain.proposal import Proposal, ProposalKind, ProposalState, can_transition
 from vmshadow.domain.tmr import TMR, TMRSet
 from vmshadow.feedback.measure import outcomes_from_decisions
 from vmshadow.ports.store import Store
@@ -113,12 +113,17 @@ def apply_proposal(
             raise IllegalTransitionError(Issue(source=f"proposal {proposal_id}", message="cannot be applied"))
         current = enforcer.current()
         in_force = current.tmrset if current is not None else TMRSet()
-        if any(t.id == proposal.rule.id for t in in_force.tmrs):
-            raise InputError(
-                Issue(source=f"proposal {proposal_id}", field="rule", message=f"TMR {proposal.rule.id} is in force")
+        present = any(t.id == proposal.rule.id for t in in_force.tmrs)
+        moves = proposal.kind is ProposalKind.REPRIORITIZE  # the TMR in force, at a new priority
+        if present is not moves:
+            said = (
+                f"TMR {proposal.rule.id} is not in force (nothing to move)"
+                if moves
+                else f"TMR {proposal.rule.id} is in force"
             )
+            raise InputError(Issue(source=f"proposal {proposal_id}", field="rule", message=said))
         try:
-            target = in_force.with_tmr(proposal.rule)
+            target = (in_force.without(proposal.rule.id) if moves else in_force).with_tmr(proposal.rule)
         except ValueError as exc:  # e.g. the rule names a VMN the set in force does not know
             raise InputError(Issue(source=f"proposal {proposal_id}", field="rule", message=str(exc))) from None
         applied = enforcer.apply(target, now, comment=f"proposal {proposal_id} by {actor}")
