@@ -218,3 +218,14 @@ def test_score_learns_nothing() -> None:
     assert len(scores) == 1
     assert scores.pop() > 0.9  # type: ignore[operator]
     assert detector.snapshot() == before
+
+
+def test_unanswered_flows_from_unknown_sources_leave_no_state() -> None:
+    detector = HSTDetector()
+    silent = {"dst2src_packets": 0, "dst2src_bytes": 0, "src_vmn": None}
+    flood = [outlier(i, src_ip=ipaddress.ip_address(f"198.18.{i // 250}.{i % 250}"), **silent) for i in range(500)]
+    assert run(detector, flood) == []
+    assert detector.snapshot()["vmns"] == []
+    run(detector, ordinary(1))
+    run(detector, [outlier(2, **{**silent, "src_vmn": "web-1"})])
+    assert len(dict(detector.snapshot()["vmns"])["web-1"]["pending"]) == 2, "a known VMN's unanswered flows count"

@@ -107,20 +107,22 @@ class HSTSettings(DetectorSettings):
 
 @register
 class HSTDetector(Detector[HSTSettings]):
-    """Detects flows unlike a VMN's own history with an online Half-Space Trees model per VMN. Each flow a VMN
-    initiates (`src_vmn`, else its source address) becomes features (`anomaly.features`: ln volumes, packets,
-    duration, rate, bytes per packet, outbound share, port class, protocol, answered), scored and learned by river's
-    `anomaly.HalfSpaceTrees` (`n_trees`, `height`, `window_size`; seeded from `seed` and the VMN's key, so runs
-    repeat exactly) over fixed physical feature ranges (`features.LIMITS`; river's `preprocessing.MinMaxScaler` was
-    measured and dropped: it hid big outliers, docs/detection.md). The pipeline is analyze_traffic ->
-    extract_features -> anomaly_score -> threat_level: the model is built after `buffer_flows` flows and learns
-    `warmup_flows` flows without scoring; then the VMN's threshold is the (1 - `false_alarm_budget`) quantile of its
-    latest `calibration_flows` scores (a false-alarm budget on its own scores, not a global constant), recomputed
-    every `recalibrate_every` scores. A flow scoring above it by at least `min_excess` of the headroom (1 -
-    threshold) raises a finding whose score rises from 0.2 (LOW, at the threshold) to 0.8 (HIGH, at 1.0); at most
-    one per `repeat_after_s` per VMN. Every flow is learned, so the model follows drift (and slowly accepts a
-    lasting new behaviour); calibration assumes the VMN's first flows are mostly benign. Snapshots hold each model
-    pickled (base64) and are read back with an allow-list of river classes (`anomaly.model_codec`).
+    """Detects flows unlike a VMN's own history with an online Half-Space Trees model per VMN.
+
+    Each flow a VMN initiates (`src_vmn`, else its source address) becomes features (`anomaly.features`: ln volumes,
+    packets, duration, rate, bytes per packet, outbound share, port class, protocol, answered), scored and learned
+    by river's `anomaly.HalfSpaceTrees` (`n_trees`, `height`, `window_size`; seeded from `seed` and the VMN's key,
+    so runs repeat exactly) over fixed physical feature ranges (`features.LIMITS`; river's
+    `preprocessing.MinMaxScaler` was measured and dropped: it hid big outliers, docs/detection.md). A VMN's state
+    starts with an answered flow. The pipeline is analyze_traffic -> extract_features -> anomaly_score ->
+    threat_level: the model is built after `buffer_flows` flows and learns `warmup_flows` flows without scoring;
+    then the VMN's threshold is the (1 - `false_alarm_budget`) quantile of its latest `calibration_flows` scores (a
+    false-alarm budget on its own scores, not a global constant), recomputed every `recalibrate_every` scores. A
+    flow scoring above it by at least `min_excess` of the headroom (1 - threshold) raises a finding whose score
+    rises from 0.2 (LOW, at the threshold) to 0.8 (HIGH, at 1.0); at most one per `repeat_after_s` per VMN. Every
+    flow is learned, so the model follows drift (and slowly accepts a lasting new behaviour); calibration assumes
+    the VMN's first flows are mostly benign. Snapshots hold each model pickled (base64) and are read back with an
+    allow-list of river classes (`anomaly.model_codec`).
     Source: S. C. Tan, K. M. Ting, T. F. Liu, "Fast anomaly detection for streaming data", IJCAI 2011;
     river (online-ml/river). No MITRE ATT&CK technique: an anomaly is not a technique.
     """
@@ -141,6 +143,8 @@ class HSTDetector(Detector[HSTSettings]):
         if not is_unicast(flow.dst_ip) or flow.src_port < 1024 <= flow.dst_port:
             return Judgement(), []  # servers' replies describe the client, not the VMN
         key = flow.src_vmn or str(flow.src_ip)
+        if not flow.answered and key not in self._vmns:
+            return Judgement(), []  # only an answered flow starts a model: a spoofed flood must not fill the table
         state = self._state(key)
         x = extract_features(flow)
         if state.model is None:
