@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
-from vmshadow.app.feedback import trust_in
+from vmshadow.app.feedback import trust_in, with_records
 from vmshadow.app.stores import opened
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.finding import Finding
@@ -23,6 +23,7 @@ from vmshadow.flows.capture_file import CaptureInfo
 from vmshadow.flows.pcap import PcapSource
 from vmshadow.ports.store import Store
 from vmshadow.refinement.guardrails import GuardRails
+from vmshadow.refinement.impact import DEFAULT_WINDOW
 from vmshadow.refinement.merge import keep_decision
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.analyze import run_analyze
@@ -60,14 +61,16 @@ def analyze_captures(
     db_url: str | None = None,
     progress: Progress | None = None,
     guard_rails: GuardRails | None = None,
+    impact_window: timedelta | None = DEFAULT_WINDOW,
 ) -> AnalysisReport:
     """Analyse captures against a TMRSet. Every input is checked before anything is stored; with `db_url`
     everything is stored in one transaction, and proposals already stored keep their state and gain evidence.
-    `guard_rails` (from the settings file) bound what the recommenders may propose; the defaults otherwise."""
+    `guard_rails` (from the settings file) bound what the recommenders may propose; the defaults otherwise.
+    Every recommender runs once, the scheduled ones (least privilege) too: the captures are the whole window."""
     source = PcapSource(paths, tmrset.vmn_map)  # checks every capture first
     with ExitStack() as stack:
         store = stack.enter_context(opened(db_url)) if db_url is not None else None
-        return _analyze(source, tmrset, store, now, indicators, progress, guard_rails)
+        return _analyze(source, tmrset, store, now, indicators, progress, guard_rails, impact_window)
 
 
 def _analyze(
@@ -78,6 +81,7 @@ def _analyze(
     indicators: Sequence[Indicator],
     progress: Progress | None,
     guard_rails: GuardRails | None,
+    impact_window: timedelta | None,
 ) -> AnalysisReport:
     if store is not None:  # indicators imported into the store count too
         indicators = [*indicators, *store.indicators(at=now)]
@@ -91,7 +95,11 @@ def _analyze(
             progress(len(flows))
     if progress is not None:
         progress(len(flows))
-    context = RecommendContext(now=now, flows=flows, guard_rails=guard_rails or GuardRails())
+    context = RecommendContext(
+        now=now, flows=flows, guard_rails=guard_rails or GuardRails(), impact_window=impact_window
+    )
+    if store is not None:  # reports, past proposals (escalation) and recent ones (rate cap) are in the store
+        context = with_records(store, context)
     recommenders = [cls() for cls in recommender_types().values()]
     # trust is earned in a store; without one every recommender starts from the prior
     trust = {r.name: trust_in(store, r.name, now) for r in recommenders} if store is not None else None

@@ -61,6 +61,7 @@ def analyze(
                 indicators=indicators,
                 db_url=db and db_url(db),
                 guard_rails=settings.guard_rails,
+                impact_window=settings.refinement.impact_window,
             )
         else:
             with Progress(
@@ -75,6 +76,7 @@ def analyze(
                     db_url=db and db_url(db),
                     progress=lambda n: bar.update(task, description=f"metering and analysing: {n} flows"),
                     guard_rails=settings.guard_rails,
+                    impact_window=settings.refinement.impact_window,
                 )
         exported = _export(exporter, report) if exporter is not None else None
     except VmshadowError as exc:
