@@ -140,11 +140,13 @@ class HSTDetector(Detector[HSTSettings]):
 
     def judge(self, flow: Flow) -> tuple[Judgement, list[Finding]]:
         """`observe`, also returning the flow's score (for evaluation: ROC and PR curves need every score)."""
-        if not is_unicast(flow.dst_ip) or flow.src_port < 1024 <= flow.dst_port:
+        if flow.src_port < 1024 <= flow.dst_port:
             return Judgement(), []  # servers' replies describe the client, not the VMN
         key = flow.src_vmn or str(flow.src_ip)
         if not flow.answered and key not in self._vmns:
             return Judgement(), []  # only an answered flow starts a model: a spoofed flood must not fill the table
+        if not is_unicast(flow.dst_ip):  # after the cheap tests: it costs microseconds
+            return Judgement(), []
         state = self._state(key)
         x = extract_features(flow)
         if state.model is None:

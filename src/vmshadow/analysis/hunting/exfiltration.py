@@ -112,12 +112,12 @@ class ExfiltrationDetector(Detector[ExfiltrationSettings]):
 
     def observe(self, flow: Flow) -> list[Finding]:
         s = self.settings
-        if not is_unicast(flow.dst_ip) or flow.src2dst_bytes <= 0:
-            return []
-        if flow.src_port < 1024 <= flow.dst_port:
-            return []  # a server's side: the VMN answered, it did not send on its own
+        if flow.src2dst_bytes <= 0 or flow.src_port < 1024 <= flow.dst_port:
+            return []  # nothing sent, or a server's side: the VMN answered, it did not send on its own
         if not flow.carried_data and flow.protocol == TCP:
             return []  # handshakes and refused connections move no data (and a SYN flood must not fill the table)
+        if not is_unicast(flow.dst_ip):  # after the cheap tests: it costs microseconds
+            return []
         at_ms = int(flow.last_seen_at.timestamp() * 1000)
         key = flow.src_vmn or str(flow.src_ip)
         baseline = self._baseline(key)

@@ -101,10 +101,8 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         return any(v == version and first <= value <= last for v, first, last in self._internal)
 
     def observe(self, flow: Flow) -> list[Finding]:
-        if flow.protocol not in (TCP, UDP) or not is_unicast(flow.dst_ip) or flow.dst_ip == flow.src_ip:
-            return []
-        if flow.src_port < 1024 <= flow.dst_port:
-            return []  # a server's side of a conversation
+        if flow.protocol not in (TCP, UDP) or flow.src_port < 1024 <= flow.dst_port:
+            return []  # not a service, or a server's side of a conversation
         admin = flow.dst_port in self._admin
         peer = self.is_peer(flow)
         if not (admin or peer):
@@ -116,6 +114,8 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
             self._end_learning(profile, at_ms)
         if (profile is None or not profile.learned) and not flow.answered:
             return []  # an unanswered attempt teaches nothing (and a spoofed flood must not fill the table)
+        if not is_unicast(flow.dst_ip) or flow.dst_ip == flow.src_ip:  # after the cheap tests: microseconds
+            return []
         profile = self._profile(key, at_ms)
         use = f"{flow.dst_ip}|{flow.dst_port}|{flow.protocol}"
         if not profile.learned:
