@@ -139,6 +139,7 @@ def run(detector: Detector[Any], flows: list[Flow]) -> list[dict[str, Any]]:
 
 def test_there_are_detectors_to_check() -> None:
     assert {"hunting.port_scan", "hunting.brute_force", "intel.match"} <= set(NAMES)
+    assert {"hunting.exfiltration", "hunting.lateral_movement", "anomaly.hst"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
