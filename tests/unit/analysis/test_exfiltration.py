@@ -9,6 +9,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
+
 from tests.factories import at, make_flow
 from vmshadow.analysis.hunting.exfiltration import ExfiltrationDetector, ExfiltrationSettings
 from vmshadow.domain.finding import Finding, FindingKind, Severity
@@ -136,3 +138,14 @@ def test_tcp_flows_without_data_leave_no_state() -> None:
                   psh_packets=0, dst2src_packets=0, dst2src_bytes=0) for i in range(1000)]  # fmt: skip
     assert run(detector, flood) == []
     assert detector.snapshot() == {"vmns": []}
+
+
+def test_a_bad_snapshot_changes_nothing() -> None:
+    detector = ExfiltrationDetector()
+    run(detector, ordinary_day(hours=1))
+    good = detector.snapshot()
+    broken = json.loads(json.dumps(good))
+    broken["vmns"].append(["db-1", {"mean": "high"}])
+    with pytest.raises((KeyError, ValueError)):
+        detector.restore(broken)
+    assert detector.snapshot() == good

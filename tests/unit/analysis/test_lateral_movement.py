@@ -143,3 +143,15 @@ def test_unanswered_attempts_teach_nothing_but_count_after_learning() -> None:
     found = run(LateralMovementDetector(), learned_day()[:5] + tried_while_learning + learned_day()[5:]
                 + [connect(DAY + 60, DB, 445, dst_vmn="db-1", **silent)])  # fmt: skip
     assert [(f.dst_ports, f.measured["new_uses"]) for f in found] == [((445,), 1)]
+
+
+def test_a_bad_snapshot_changes_nothing() -> None:
+    detector = LateralMovementDetector()
+    run(detector, learned_day())
+    good = detector.snapshot()
+    broken = json.loads(json.dumps(good))
+    broken["profiles"] = []  # readable, so only an all-or-nothing restore keeps the old profiles
+    broken["episodes"] = {"episodes": [["web-1", {"started_ms": "soon"}]]}
+    with pytest.raises((KeyError, ValueError)):
+        detector.restore(broken)
+    assert detector.snapshot() == good

@@ -90,8 +90,7 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         )
         self._admin = frozenset(s.admin_ports)
         self._profiles: OrderedDict[str, Profile] = OrderedDict()  # least recently active first
-        self._episodes = EpisodeTracker(window_s=s.window_s, threshold=1, growth=s.growth, max_keys=s.max_vmns,
-                                        max_items=s.max_uses)  # fmt: skip
+        self._episodes = self._tracker()
 
     def is_peer(self, flow: Flow) -> bool:
         return flow.dst_vmn is not None or self._is_internal(flow.dst_ip)
@@ -199,5 +198,12 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
                 "episodes": self._episodes.snapshot()}  # fmt: skip
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._profiles = OrderedDict((str(k), Profile.from_json(v)) for k, v in state["profiles"])
-        self._episodes.restore(state["episodes"])
+        profiles = OrderedDict((str(k), Profile.from_json(v)) for k, v in state["profiles"])
+        episodes = self._tracker()
+        episodes.restore(state["episodes"])
+        self._profiles, self._episodes = profiles, episodes  # only once all of it was read
+
+    def _tracker(self) -> EpisodeTracker:
+        s = self.settings
+        return EpisodeTracker(window_s=s.window_s, threshold=1, growth=s.growth, max_keys=s.max_vmns,
+                              max_items=s.max_uses)  # fmt: skip
