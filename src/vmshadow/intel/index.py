@@ -300,8 +300,8 @@ class IndicatorIndex:
                 if found is not None:
                     return found
             return _longest_valid(self._v4, key, at) if self._networks[0] else None
-        assert isinstance(ip, ipaddress.IPv6Address)
-        return self._match_v6(ip, at)
+        # the integer ignores a zone (%eth0), which does not change which host it is
+        return self._match_int(6, int(ip), at)
 
     def _match_int(self, version: int, number: int, at: datetime | None) -> Indicator | None:
         if version == 6:
@@ -319,19 +319,6 @@ class IndicatorIndex:
             if found is not None:
                 return found
         return _longest_valid(self._v4, number, at) if self._networks[0] else None
-
-    def _match_v6(self, ip: ipaddress.IPv6Address, at: datetime | None) -> Indicator | None:
-        if ip.scope_id:
-            ip = ipaddress.IPv6Address(int(ip))  # the zone does not change which host it is
-        candidates = self._hosts6.get(int(ip))
-        found = _first_valid(candidates, at) if candidates is not None else None
-        if found is None and self._networks[1]:
-            found = _longest_valid(self._v6, ip.packed, at)
-        mapped = ip.ipv4_mapped
-        if found is None and mapped is not None:
-            # ::ffff:a.b.c.d is the IPv4 host a.b.c.d as a dual-stack socket reports it
-            found = self.match_ip(mapped, at)
-        return found
 
     def match_domain(self, name: str, at: datetime | None) -> Indicator | None:
         """The indicator of the longest listed domain equal to `name` or a parent of it, valid at `at`."""
