@@ -92,7 +92,7 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         self._profiles: OrderedDict[str, Profile] = OrderedDict()  # least recently active first
         self._episodes = self._tracker()
 
-    def is_peer(self, flow: Flow) -> bool:
+    def _is_peer(self, flow: Flow) -> bool:
         return flow.dst_vmn is not None or self._is_internal(flow.dst_ip)
 
     def _is_internal(self, address: IPAddress) -> bool:
@@ -103,7 +103,7 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         if flow.protocol not in (TCP, UDP) or flow.src_port < 1024 <= flow.dst_port:
             return []  # not a service, or a server's side of a conversation
         admin = flow.dst_port in self._admin
-        peer = self.is_peer(flow)
+        peer = self._is_peer(flow)
         if not (admin or peer):
             return []
         at_ms = int(flow.last_seen_at.timestamp() * 1000)
