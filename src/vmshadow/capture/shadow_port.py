@@ -81,7 +81,7 @@ _HOOKS: dict[Direction, tuple[int, int]] = {
 }
 _BUDGET_PRIO: dict[Direction, int] = {Direction.OUTGOING: 49150, Direction.INCOMING: 49151}  # before the mirror
 _TCA_BPF_ID = 11  # pyroute2 0.9.7 does not name it
-DEFAULT_BUDGET = CopyBudget(pps=20_000, burst=2_000)
+DEFAULT_BUDGET = CopyBudget(pps=5_000, burst=500)
 """Copies per second a shadow port takes by default; the rest are shed and counted (docs/live.md)."""
 
 
@@ -277,7 +277,7 @@ def find_attached() -> list[ShadowPort]:
                 directions=tuple(d for d in Direction if any(m.direction == d for m in feeding)),
                 kind=kind,
                 snaplen=_int_or_none(label.get("snaplen")),
-                budget=min((g.direction, g.budget) for g in guards)[1] if guards else None,
+                budget=min(guards, key=lambda g: _BUDGET_PRIO[g.direction]).budget if guards else None,
             )
         )
     return sorted(ports, key=lambda p: p.vmn)
@@ -328,7 +328,10 @@ def shed_counters(port: ShadowPort) -> ShedCounters:
         guards = _budget_filters_on(ipr, host["index"]) if host is not None else []
     packets = nbytes = 0
     for prog_id in sorted({g.prog_id for g in guards}):
-        shed = copy_budget.shed_counters(prog_id)
+        try:
+            shed = copy_budget.shed_counters(prog_id)
+        except BackendUnavailableError:
+            continue  # replaced or detached since the listing: its counts went with it
         packets, nbytes = packets + shed.packets, nbytes + shed.bytes
     return ShedCounters(packets=packets, bytes=nbytes)
 
