@@ -125,15 +125,20 @@ class Element:
 
 
 def _elements(document: dict[str, Any]) -> list[Element]:
-    """Every TMR element of a document, map by map in the order they are looked up."""
+    """Every TMR element of a document, set by set in the order they are looked up, with the set's verdict."""
+    verdicts = {
+        r["expr"][0]["match"]["right"][1:]: "allow" if "jump" in r["expr"][-1] else "deny"
+        for r in compiler.rules_of(document)
+        if r.get("comment", "").startswith(compiler.TMRS_COMMENT_PREFIX)
+    }
     out = []
     for name, found in compiler.tmr_maps(document).items():
         timed = "timeout" in found.get("flags", [])
-        for key, verdict in found["elem"]:
+        for key in found["elem"]:
             body = key["elem"]
             out.append(
                 Element(name, int(name.split("_")[1]), timed, body["val"], body["comment"], body.get("timeout"),
-                        "allow" if "jump" in verdict else "deny")
+                        verdicts[name])
             )  # fmt: skip
     return out
 
@@ -155,9 +160,12 @@ def test_overlapping_tmrs_are_looked_up_in_priority_order_the_rest_share_a_layer
     # second-a and second-b name the same destination: second-b (equal priority, later in the file) comes after
     assert layers == {"tmr first": 0, "tmr second-a": 0, "tmr third": 0, "tmr second-b": 1}
     lookups = [
-        r["expr"][0]["vmap"]["data"] for r in compiler.rules_of(_case_document("priorities")) if "vmap" in r["expr"][0]
+        r["expr"][0]["match"]["right"]
+        for r in compiler.rules_of(_case_document("priorities"))
+        if r.get("comment", "").startswith(compiler.TMRS_COMMENT_PREFIX)
     ]
-    assert lookups == ["@tmrs_0_1", "@tmrs_1_1"]
+    assert lookups == ["@tmrs_0_1", "@tmrs_0_2", "@tmrs_1_1"]  # layer 0: the allow set, the deny set; then layer 1
+    assert {e.comment: e.verdict for e in elements}["tmr second-b"] == "allow"
 
 
 def test_vmn_defaults_come_after_tmrs_sources_before_destinations() -> None:
@@ -307,25 +315,25 @@ class Kernel:
         return "accept", "policy"
 
     def _rule(self, exprs: list[dict[str, Any]], packet: Packet) -> tuple[str, str | None] | None:
+        element: str | None = None  # the comment of the TMR element a set lookup found
         for expr in exprs:
-            if "match" in expr:
+            if "match" in expr and str(expr["match"]["right"]).startswith(f"@{compiler.TMR_MAP_PREFIX}"):
+                try:
+                    element = self._lookup(expr["match"], packet)
+                except _NoMatchError:
+                    return None
+                if element is None:
+                    return None  # no element: the rule does not match, the next one is tried
+            elif "match" in expr:
                 try:
                     if not self._match(expr["match"], packet):
                         return None
                 except _NoMatchError:
                     return None
-            elif "vmap" in expr:
-                try:
-                    found = self._lookup(expr["vmap"], packet)
-                except _NoMatchError:
-                    return None
-                if found is None:
-                    return None  # no element: the rule does not match, the next one is tried
-                return found
             elif "counter" in expr:
                 continue
             elif "jump" in expr or "drop" in expr or "accept" in expr:
-                return self._verdict(expr), None
+                return self._verdict(expr), element
             else:  # pragma: no cover - the compiler writes nothing else
                 raise AssertionError(expr)
         return None
@@ -337,20 +345,19 @@ class Kernel:
             return "allow"
         return "deny" if "drop" in expr else "accept"
 
-    def _lookup(self, vmap: dict[str, Any], packet: Packet) -> tuple[str, str] | None:
-        """A verdict map lookup: the elements whose every key part holds the packet's field. The compiler promises
-        at most one (elements of a map never overlap); more than one is a failure of the layering."""
-        key = vmap["key"]
+    def _lookup(self, match: dict[str, Any], packet: Packet) -> str | None:
+        """A TMR set lookup: the elements whose every key part holds the packet's field. The compiler promises at
+        most one (elements of a set never overlap); more than one is a failure of the layering."""
+        key = match["left"]
         fields = key.get("concat", [key])
         values = [self._left(f, packet) for f in fields]
         hits = []
-        for entry in self.sets[vmap["data"][1:]].get("elem", []):
-            element, verdict = entry
+        for element in self.sets[match["right"][1:]].get("elem", []):
             parts = element["elem"]["val"]
             parts = parts["concat"] if isinstance(parts, dict) and "concat" in parts else [parts]
             if all(self._equal(part, value) for part, value in zip(parts, values, strict=True)):
-                hits.append((self._verdict(verdict), element["elem"]["comment"]))
-        assert len(hits) <= 1, f"overlapping elements in {vmap['data']}: {hits}"
+                hits.append(element["elem"]["comment"])
+        assert len(hits) <= 1, f"overlapping elements in {match['right']}: {hits}"
         return hits[0] if hits else None
 
     def _match(self, match: dict[str, Any], packet: Packet) -> bool:

@@ -6,9 +6,9 @@ message and leaves the previous ruleset in force::
     compile   nft_compiler.compile_tmrset -> one JSON document (the version number is the store's next one)
     check     nft -c -j -f -     the kernel validates the batch without committing it (optional, off by default)
     commit    nft -j -f -        one transaction: the previous table or the new one, never both, never none
-    verify    read back: rule comments in order (the version among them), the chain ``allowed``, every set and map
-              with its flags, every element of the temporary maps with a timeout, and every TMR element (by
-              comment, map by map) when there are at most `FULL_VERIFY_ELEMENTS`; on a mismatch the previous
+    verify    read back: rule comments in order (the version among them), the chain ``allowed``, every set with
+              its flags, every element of the temporary TMR sets with a timeout, and every TMR element (by
+              comment, set by set) when there are at most `FULL_VERIFY_ELEMENTS`; on a mismatch the previous
               version is put back before the error is raised (or the table removed if nothing was in force)
     record    Store.save_tmr_version(codec.tmrset_to_json(tmrset), author=<OS user>, ...)
 
@@ -62,11 +62,11 @@ class ApplyReport:
 
     version: int
     rules: int  # rules in the base chain, vmshadow's own included
-    tmr_rules: int  # map elements that carry a TMR
+    tmr_rules: int  # set elements that carry a TMR
     tmrs: int  # TMRs in the set
     tmrs_in_force: int  # TMRs with at least one element (expired and never-matching TMRs have none)
     ports: tuple[str, ...]
-    tmr_maps: int = 0  # map lookups a packet meets at most on its way through the TMRs
+    tmr_maps: int = 0  # TMR sets: lookups a packet meets at most on its way through the TMRs
     layers: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -132,9 +132,10 @@ class NftEnforcer:
 
         mark = time.perf_counter()
         try:
-            saved = self.store.save_tmr_version(
-                tmrset_to_json(tmrset), author=self.author, comment=comment, created_at=at
-            )
+            with compiler.without_gc():  # the stored form is one large acyclic tree, as the document is
+                saved = self.store.save_tmr_version(
+                    tmrset_to_json(tmrset), author=self.author, comment=comment, created_at=at
+                )
         except Exception as error:
             restored = self._restore(in_force, previous, at)
             raise EnforcementError(f"could not record version {version}: {error}; {restored}") from error
@@ -184,7 +185,7 @@ class NftEnforcer:
 
     def counters(self) -> dict[str, int]:
         """Packets matched per TMR id since the version in force was applied (empty when none is): the counters of
-        each TMR's map elements, summed. Reads every element (about 0.5 s at 10,000 TMRs)."""
+        each TMR's set elements, summed. Reads every element (about 0.5 s at 10,000 TMRs)."""
         out: dict[str, int] = {}
         for comment, (packets, _) in self.rule_counters().items():
             tmr_id = compiler.tmr_id_of(comment)
@@ -243,8 +244,8 @@ class NftEnforcer:
         return {"nftables": [i for i in items if next(iter(i.values())).get("table") == compiler.TABLE]}
 
     def map_listing(self, name: str) -> JSON | None:
-        """One set or map of the table with its elements (only its own elements are read)."""
-        return self._list(["list", "map", compiler.FAMILY, compiler.TABLE, name])
+        """One set of the table with its elements (only its own elements are read)."""
+        return self._list(["list", "set", compiler.FAMILY, compiler.TABLE, name])
 
     def _list(self, args: list[str]) -> JSON | None:
         result = self._run([self.nft, "-j", *args])
@@ -297,8 +298,8 @@ class NftEnforcer:
 
     def _verify(self, sent: JSON) -> None:
         """The kernel holds what was sent: rule comments in order (the version among them), the chain ``allowed``,
-        every set and map with its flags, the temporary maps' elements each with a timeout, and every TMR element
-        (its comment, map by map) when there are few enough to read quickly or `verify_elements` asks for it."""
+        every set with its flags, the temporary TMR sets' elements each with a timeout, and every TMR element
+        (its comment, set by set) when there are few enough to read quickly or `verify_elements` asks for it."""
         elements = len(compiler.tmr_element_comments(sent))
         full = self.verify_elements or elements <= FULL_VERIFY_ELEMENTS
         listing = self.listing() if full else self.structure()
@@ -369,14 +370,14 @@ class NftEnforcer:
 
 
 def _verify_elements(name: str, sent: JSON, held: JSON, *, timed: bool) -> None:
-    """The map holds the elements sent (compared by comment) and, if temporary, every one with a timeout."""
+    """The set holds the elements sent (compared by comment) and, if temporary, every one with a timeout."""
     wanted = sorted(e.get("comment", "") for e in compiler.map_elements(sent))
     elements = compiler.map_elements(held)
     found = sorted(e.get("comment", "") for e in elements)
     if found != wanted:
-        raise EnforcementError(f"map {name} holds {len(found)} TMR elements in the kernel, {len(wanted)} were sent")
+        raise EnforcementError(f"set {name} holds {len(found)} TMR elements in the kernel, {len(wanted)} were sent")
     if timed and not all(e.get("timeout") for e in elements):
-        raise EnforcementError(f"map {name}: an element of a temporary TMR has no timeout in the kernel")
+        raise EnforcementError(f"set {name}: an element of a temporary TMR has no timeout in the kernel")
 
 
 def os_user() -> str:

@@ -1,7 +1,7 @@
 """Compile a `TMRSet` into one nftables JSON document (libnftables-json) for ``nft -j -f``: pure and deterministic.
 
 The document replaces the bridge table ``vmshadow`` in one transaction: ``add table`` (so that the delete cannot
-fail), ``delete table``, ``add table``, then every set, map, chain and rule. nftables commits a batch whole or not at
+fail), ``delete table``, ``add table``, then every set, chain and rule. nftables commits a batch whole or not at
 all, so the kernel holds either the previous ruleset or the new one, never a mixture and never none. (Deleting
 rather than flushing the table is deliberate: a flush keeps the old sets, so a set whose type or flags changed
 makes the whole batch fail with "File exists", and the sets of removed VMNs would linger.)
@@ -12,7 +12,7 @@ The base chain ``forward`` (hook forward, priority 0, policy accept) holds, in o
     meta protocol arp accept                                  "vmshadow arp"
     icmpv6 type {nd-neighbor-solicit, nd-neighbor-advert} accept   "vmshadow nd"
     <tuple> @reply4 | @reply4n | @reply6 | @reply6n counter accept  "vmshadow replies" (6 rules)
-    <key> vmap @tmrs_<layer>_<n>   (one per map, layer by layer)    "vmshadow tmrs <layer>"
+    <key> @tmrs_<layer>_<n> jump allowed | drop   (one per set, layer by layer)   "vmshadow tmrs <layer>"
     <every VMN with a default as source, then as destination> counter jump allowed | drop
                                                               "vmn-default <name> src|dst"
     counter jump allowed | drop                               "default"
@@ -23,17 +23,21 @@ and the chain ``allowed``, where every accepted packet goes::
     <record the reverse tuple in reply4 / reply4n / reply6 / reply6n>
     accept
 
-* **TMRs are map elements, not rules.** A rule is walked by every packet, so 10,000 one-rule TMRs cost every
-  packet 10,000 tests. Here each TMR becomes elements of verdict maps (``jump allowed`` or ``drop``) whose keys
-  concatenate the fields the TMR names: its source and destination identifiers (``meta iifname`` / ``oifname``,
+* **TMRs are set elements, not rules.** A rule is walked by every packet, so 10,000 one-rule TMRs cost every
+  packet 10,000 tests. Here each TMR becomes elements of named sets, one set per layer, key shape, expiry and
+  action, each looked up by one rule that drops or jumps to ``allowed``. The keys concatenate the fields the TMR
+  names: its source and destination identifiers (``meta iifname`` / ``oifname``,
   ``ether saddr`` / ``daddr``, ``ip`` / ``ip6 saddr`` / ``daddr``; a side that is *any* is left out of the key),
   ``meta protocol`` when no address field fixes the family, ``meta l4proto`` unless the protocol is any, and
-  ``th dport`` when the TMR has ports. Elements carry the comment ``tmr <id>`` and a counter (the maps' ``counter``
-  flag), so hits are still counted per TMR; networks and port ranges make interval maps, the rest hash maps.
-  A lookup costs about the same whatever the number of elements.
+  ``th dport`` when the TMR has ports. Elements carry the comment ``tmr <id>`` and a counter (the sets' ``counter``
+  flag), so hits are still counted per TMR; networks and port ranges make interval sets, the rest hash sets.
+  A lookup costs about the same whatever the number of elements. (Not verdict maps: deleting a map in a
+  transaction deactivates each of its elements for the next generation, and a packet that entered the old rules
+  just before the commit then misses its element and falls through to the default; in a flood test 11-18 of
+  ~550,000 denied datagrams got through ~160 replaces with maps, none with sets.)
 * **First match by priority** is kept by layers (`nft_layers`): a TMR goes one layer above every earlier TMR it
   overlaps (some packet matches both), so overlapping TMRs are looked up in priority order and the elements of one
-  layer never overlap; one layer is one map per key shape. TMRs that overlap nothing earlier share layer 0.
+  layer never overlap; one layer is one set per key shape and action. TMRs that overlap nothing earlier share layer 0.
 * **VMNs and groups** are matched by *any* of their identifiers, as in the evaluator (`TMRSet.endpoint_matches`:
   the VMN identified by MAC, or one of its addresses), plus the bridge port, which only the kernel sees and which a
   guest cannot forge: one element per identifier (a group: its members' ports, MACs and addresses and its networks,
@@ -60,7 +64,7 @@ and the chain ``allowed``, where every accepted packet goes::
   and a new version starts with empty sets: a flow the new version denies loses its replies at once, one it allows
   gets them back with its opener's next packet. When a set is full the record is skipped and the packet accepted
   all the same.
-* **Temporary TMRs** stop matching at expiry even while vmshadow is down: their elements live in maps of their own
+* **Temporary TMRs** stop matching at expiry even while vmshadow is down: their elements live in sets of their own
   (flag ``timeout``) and carry a kernel timeout of the whole seconds left at `at`, rounded down (a TMR may stop up
   to a second early, never late; nft 1.0.6 JSON takes only whole seconds, and silently makes an element permanent
   when given a fraction). The kernel removes the elements when they expire. TMRs already expired at `at`, or with
@@ -196,17 +200,17 @@ def sets_of(document: JSON) -> dict[str, JSON]:
 
 
 def tmr_maps(document: JSON) -> dict[str, JSON]:
-    """The verdict maps that hold the TMRs' elements, by name."""
-    return {found["name"]: found for found in _objects(document, "map") if found["name"].startswith(TMR_MAP_PREFIX)}
+    """The sets that hold the TMRs' elements, by name."""
+    return {found["name"]: found for found in _objects(document, "set") if found["name"].startswith(TMR_MAP_PREFIX)}
 
 
 def temporary_maps(document: JSON) -> dict[str, JSON]:
-    """The TMR maps whose elements expire in the kernel (flag ``timeout``)."""
+    """The TMR sets whose elements expire in the kernel (flag ``timeout``)."""
     return {name: m for name, m in tmr_maps(document).items() if "timeout" in m.get("flags", [])}
 
 
 def map_elements(found: JSON) -> list[JSON]:
-    """The ``elem`` objects (val, comment, timeout, counter) of a map in a document or a listing."""
+    """The ``elem`` objects (val, comment, timeout, counter) of a TMR set in a document or a listing."""
     out: list[JSON] = []
     for entry in found.get("elem", []):
         key = entry[0] if isinstance(entry, list) else entry
@@ -215,7 +219,7 @@ def map_elements(found: JSON) -> list[JSON]:
 
 
 def tmr_element_comments(document: JSON) -> list[str]:
-    """The comment (``tmr <id>``) of every TMR element, map by map."""
+    """The comment (``tmr <id>``) of every TMR element, set by set."""
     return [e.get("comment", "") for m in tmr_maps(document).values() for e in map_elements(m)]
 
 
@@ -279,7 +283,7 @@ def _ip(family: int) -> str:
 
 # --- key fields -----------------------------------------------------------------------------------------------
 
-# A key field: its expression and its nftables type. Codes name them in a map's shape.
+# A key field: its expression and its nftables type. Codes name them in a TMR set's shape.
 _FIELDS: dict[str, tuple[JSON, str]] = {
     "iif": (_meta("iifname"), "ifname"),
     "oif": (_meta("oifname"), "ifname"),
@@ -360,7 +364,7 @@ def _agree(*families: int | None) -> tuple[bool, int | None]:
 
 
 class _Element(NamedTuple):
-    """One element of a TMR map: the shape of its key, its value, its box, whether it is an interval."""
+    """One element of a TMR set: the shape of its key, its value, its box, whether it is an interval."""
 
     shape: tuple[str, ...]
     value: Any
@@ -370,10 +374,14 @@ class _Element(NamedTuple):
 
 @dataclass(slots=True)
 class _Map:
+    """One TMR set: the elements of one layer, key shape, expiry and action (the rule that looks it up drops or
+    jumps to ``allowed``)."""
+
     name: str
     shape: tuple[str, ...]
     layer: int
     timeout: bool
+    action: Action
     entries: list[Any]
     interval: bool = False
 
@@ -518,20 +526,19 @@ class _Compiler:
             if elements:
                 kept.append((tmr, comment, timeout, elements))
         layers = assign_layers([[e.box for e in elements] for _, _, _, elements in kept])
-        maps: dict[tuple[int, bool, tuple[str, ...]], _Map] = {}
+        maps: dict[tuple[int, bool, tuple[str, ...], Action], _Map] = {}
         for (tmr, comment, timeout, elements), layer in zip(kept, layers, strict=True):
-            verdict = _verdict(tmr.action)
             for element in elements:
-                key = (layer, timeout is not None, element.shape)
+                key = (layer, timeout is not None, element.shape, tmr.action)
                 found = maps.get(key)
                 if found is None:
-                    found = maps[key] = _Map("", element.shape, layer, timeout is not None, [])
+                    found = maps[key] = _Map("", element.shape, layer, timeout is not None, tmr.action, [])
                 body: JSON = {"val": element.value, "comment": comment}
                 if timeout is not None:
                     body["timeout"] = timeout
-                found.entries.append([{"elem": body}, verdict])
+                found.entries.append({"elem": body})
                 found.interval = found.interval or element.interval
-        ordered = sorted(maps.values(), key=lambda m: (m.layer, m.timeout, m.shape))
+        ordered = sorted(maps.values(), key=lambda m: (m.layer, m.timeout, m.shape, m.action))
         counts: dict[int, int] = {}
         for found in ordered:
             counts[found.layer] = counts.get(found.layer, 0) + 1
@@ -543,12 +550,11 @@ class _Compiler:
                 "table": TABLE,
                 "name": found.name,
                 "type": types[0] if len(types) == 1 else types,
-                "map": "verdict",
                 **({"flags": flags} if flags else {}),
                 "stmt": [_counter()],
                 "elem": found.entries,
             }
-            self.items.append({"add": {"map": body}})
+            self.items.append({"add": {"set": body}})
         return ordered
 
     def _timeout_s(self, tmr: TMR) -> int | None:
@@ -709,7 +715,9 @@ class _Compiler:
         for found in maps:
             fields = [_FIELDS[code][0] for code in found.shape]
             key = fields[0] if len(fields) == 1 else {"concat": fields}
-            rules.append((f"{TMRS_COMMENT_PREFIX}{found.layer}", [{"vmap": {"key": key, "data": f"@{found.name}"}}]))
+            rules.append(
+                (f"{TMRS_COMMENT_PREFIX}{found.layer}", [_match(key, f"@{found.name}"), _verdict(found.action)])
+            )
         for side in ("src", "dst"):
             for name, action in self.tmrset.vmn_defaults.items():
                 for expr in self._default_matches(name, side):
