@@ -135,6 +135,7 @@ class AttackResult:
     load_before: float = 0.0
     load_after: float = 0.0
     drops: int = 0
+    outcome: str = ""  # what the attack traffic achieved (the scenario's own report)
 
     @property
     def met(self) -> bool:
@@ -149,7 +150,7 @@ class AttackResult:
             f"| {self.scenario} | {self.kind} | {self.offender} | {'yes' if self.detected else 'no'} | "
             f"{s(self.finding_s)} | {s(self.proposal_s)} | {self.proposal} | {s(self.deny_s)} | "
             f"{self.target_s:.0f} | {verdict} | {', '.join(self.other_kinds) or '—'} | "
-            f"{self.load_before}/{self.load_after} |"
+            f"{self.load_before}/{self.load_after} | {self.outcome} |"
         )
 
 
@@ -189,7 +190,8 @@ def run_attack(sae: LiveSAE, scenario: Scenario, offender: LabHost, log: Callabl
                     log(f"  {scenario.name}: proposal after {now:.1f} s: {result.proposal}")
                 if result.deny_s is None and any(scoped_to(p, offender) for p in proposals):
                     result.deny_s = round(now, 1)
-                if result.deny_s is not None or (result.proposal_s is not None and not expected.deny):
+                answered = result.deny_s is not None or (result.proposal_s is not None and not expected.deny)
+                if answered and ended is not None:  # the traffic runs to its end: its outcome is reported
                     break
                 if ended is not None and now > ended + AFTER_DRIVE_S:
                     break
@@ -200,6 +202,7 @@ def run_attack(sae: LiveSAE, scenario: Scenario, offender: LabHost, log: Callabl
     if result.drive_s == 0.0:
         result.drive_s = round(time.monotonic() - t0, 1)
     mine = [f for f in sae.store.findings(since=started_at) if f.src_vmn == offender.name]
+    result.outcome = scenario.outcome
     result.other_kinds = sorted({str(f.kind) for f in mine} - {str(expected.kind)})
     result.load_after = load()
     result.drops = sae.socket_drops() - drops_before
@@ -308,8 +311,8 @@ def attacks(lab: LabState, services: LabServices, names: list[str]) -> list[tupl
 def markdown(results: list[AttackResult], benign: BenignResult | None) -> str:
     lines = [
         "| scenario | expected kind | attacker | detected | finding s | proposal s | first proposal | scoped deny s "
-        "| target s | within target | other kinds on attacker | load 1-min before/after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target s | within target | other kinds on attacker | load 1-min before/after | traffic |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *[r.row() for r in results],
     ]
     if benign is not None:
@@ -326,8 +329,16 @@ def markdown(results: list[AttackResult], benign: BenignResult | None) -> str:
     return "\n".join(lines)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM tears the lab down like Ctrl-C
+def _interrupt_in(main_pid: int) -> Callable[[int, FrameType | None], None]:
+    """SIGTERM tears the lab down like Ctrl-C, in this process only: a child forked by a library (pyroute2 forks to
+    reach namespaces) inherits the handler and must just end, never run our teardown a second time."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)
+        raise KeyboardInterrupt
+
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--vmns must be at least 2")
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces, shadow ports)")
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt_in(os.getpid()))
 
     def log(text: str) -> None:
         print(f"[{datetime.now(UTC):%H:%M:%S}] {text}", flush=True)

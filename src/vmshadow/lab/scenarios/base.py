@@ -35,10 +35,11 @@ class Expectation:
 class Scenario(abc.ABC):
     """A bounded driver: `prepared()` starts what the scenario needs (servers, tunnels) and stops it on exit;
     `drive(stop)` sends the traffic, returns when done or soon after `stop` is set, and never runs longer than
-    `max_s`. `expected` is None for benign traffic."""
+    `max_s`; it says in `outcome` what the traffic achieved. `expected` is None for benign traffic."""
 
     name: ClassVar[str]
     max_s: float = 120.0
+    outcome: str = ""  # what the traffic achieved, filled by `drive` (exit codes, bytes moved): the report's proof
 
     @property
     @abc.abstractmethod

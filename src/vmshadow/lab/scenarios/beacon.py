@@ -25,7 +25,7 @@ class CurlBeacon(Scenario):
     c2: LabHost
     interval_s: float = 5.0
     jitter: float = 0.2
-    count: int = 18
+    count: int = 24  # ~2 min: hunting.beaconing's timing score needs a long span at 20 % jitter (docs/scenarios.md)
     seed: int = 5
     name: ClassVar[str] = "curl_beacon"
 
@@ -41,10 +41,13 @@ class CurlBeacon(Scenario):
         rng = random.Random(self.seed)  # noqa: S311 - timing jitter, not a secret
         url = f"http://{self.c2.address.ip}:{HTTP_PORT}/task?agent=7f3a"
         deadline = time.monotonic() + self.max_s
+        ok = 0
         with NamespaceProcesses() as procs:
             for i in range(self.count):
                 started = time.monotonic()
-                procs.run(self.beacon.namespace, ["curl", "-s", "-o", "/dev/null", "-m", "5", url], timeout_s=10)
+                rc = procs.run(self.beacon.namespace, ["curl", "-s", "-o", "/dev/null", "-m", "5", url], timeout_s=10)
+                ok += rc == 0
+                self.outcome = f"{ok} of {i + 1} check-ins answered"
                 if i == self.count - 1 or time.monotonic() > deadline:
                     return
                 wait = self.interval_s * (1 + rng.uniform(-self.jitter, self.jitter)) - (time.monotonic() - started)

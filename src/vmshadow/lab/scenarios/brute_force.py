@@ -14,10 +14,13 @@ from vmshadow.lab.scenarios.services import SSH_PORT
 from vmshadow.lab.state import LabHost
 
 BRUTE_FORCE_TARGET_S = 10.0  # issue 5: brute force found within 10 s
-WORDS = ("123456", "password", "admin", "root", "qwerty", "letmein", "welcome", "monkey", "dragon", "master",
-         "shadow", "sunshine", "princess", "football", "baseball", "iloveyou", "trustno1", "superman", "hello",
-         "freedom", "whatever", "passw0rd", "starwars", "secret", "changeme", "toor", "debian", "ubuntu", "server",
-         "guest")  # fmt: skip
+BASE_WORDS = ("123456", "password", "admin", "root", "qwerty", "letmein", "welcome", "monkey", "dragon", "master",
+              "shadow", "sunshine", "princess", "football", "baseball", "iloveyou", "trustno1", "superman", "hello",
+              "freedom", "whatever", "passw0rd", "starwars", "secret", "changeme", "toor", "debian", "ubuntu",
+              "server", "guest")  # fmt: skip
+# A guessing list as hydra users feed it: common words, then the same with a digit. sshd allows MaxAuthTries (6)
+# guesses per connection, so 120 words make about 20 connections.
+WORDS = BASE_WORDS + tuple(f"{w}{n}" for n in (1, 2, 3) for w in BASE_WORDS)
 
 
 @dataclass
@@ -43,4 +46,5 @@ class HydraSSH(Scenario):
             wordlist.write_text("\n".join(self.words) + "\n")
             argv = ["hydra", "-I", "-q", "-t", str(self.tasks), "-w", "5", "-l", self.user, "-P", str(wordlist),
                     f"ssh://{self.target.address.ip}:{SSH_PORT}"]  # fmt: skip
-            procs.run(self.attacker.namespace, argv, timeout_s=self.max_s, cwd=d)  # hydra.restore goes to cwd
+            rc = procs.run(self.attacker.namespace, argv, timeout_s=self.max_s, cwd=d)  # hydra.restore goes to cwd
+        self.outcome = f"hydra exit {rc} after {len(self.words)} passwords"

@@ -65,15 +65,21 @@ class IodineTunnel(Scenario):
             procs.start(self.client.namespace, [
                 "iodine", "-f", "-r", "-P", self._password, str(self.dns.address.ip), TUNNEL_DOMAIN,
             ])  # fmt: skip
-            wait_until(
-                lambda: stop.is_set() or tcp_open(self.client.namespace, TUNNEL_SERVER_IP, UPLOAD_PORT, 1.0),
-                timeout_s=TUNNEL_UP_TIMEOUT_S, what="the iodine tunnel up", every_s=0.5,
-            )  # fmt: skip
+            try:
+                wait_until(
+                    lambda: stop.is_set() or tcp_open(self.client.namespace, TUNNEL_SERVER_IP, UPLOAD_PORT, 1.0),
+                    timeout_s=TUNNEL_UP_TIMEOUT_S, what="the iodine tunnel up", every_s=0.5,
+                )  # fmt: skip
+            except TimeoutError as exc:
+                self.outcome = str(exc)
+                return
             if stop.is_set():
                 return
+            self.outcome = f"tunnel up after {self.max_s - (deadline - time.monotonic()):.1f} s"
             left = max(1.0, deadline - time.monotonic() - self.linger_s)
             script = f"head -c {self.push_bytes} /dev/urandom | curl -s -o /dev/null -m {int(left)} -T - " + (
                 f"http://{TUNNEL_SERVER_IP}:{UPLOAD_PORT}/drop"
             )
-            procs.run(self.client.namespace, ["sh", "-c", script], timeout_s=left + 2)
+            rc = procs.run(self.client.namespace, ["sh", "-c", script], timeout_s=left + 2)
+            self.outcome += f", {self.push_bytes} bytes pushed through it (curl exit {rc})"
             pause(stop, min(self.linger_s, max(0.0, deadline - time.monotonic())))

@@ -61,4 +61,5 @@ class BulkUpload(Scenario):
         argv = ["curl", "-s", "-o", "/dev/null", "-H", "Expect:", "-m", str(int(self.max_s)), "-T",
                 str(self._data), url]  # fmt: skip
         with NamespaceProcesses() as procs:
-            procs.run(self.source.namespace, argv, timeout_s=self.max_s + 5)
+            rc = procs.run(self.source.namespace, argv, timeout_s=self.max_s + 5)
+        self.outcome = f"curl exit {rc} for {self.size_bytes} bytes"

@@ -32,7 +32,8 @@ class NmapSynScan(Scenario):
         argv = ["nmap", "-sS", "-n", "-Pn", "-p", f"{self.first_port}-{self.last_port}", "-T4", "--max-retries",
                 "0", "--host-timeout", f"{int(self.max_s) - 5}s", str(self.target.address.ip)]  # fmt: skip
         with NamespaceProcesses() as procs:
-            procs.run(self.attacker.namespace, argv, timeout_s=self.max_s)
+            rc = procs.run(self.attacker.namespace, argv, timeout_s=self.max_s)
+        self.outcome = f"nmap exit {rc}"
 
 
 @dataclass
@@ -55,4 +56,5 @@ class HpingSynScan(Scenario):
         argv = ["hping3", "-q", "-S", "-p", f"++{self.first_port}", "-c", str(self.count), "-i", f"u{self.interval_us}",
                 str(self.target.address.ip)]  # fmt: skip
         with NamespaceProcesses() as procs:
-            procs.run(self.attacker.namespace, argv, timeout_s=self.max_s)
+            rc = procs.run(self.attacker.namespace, argv, timeout_s=self.max_s)
+        self.outcome = f"hping3 exit {rc} after {self.count} SYNs"
