@@ -1,8 +1,8 @@
-"""Layers of TMRs: which TMRs may share one nftables map lookup without changing what first-match-by-priority says.
+"""Layers of TMRs: which TMRs may share one nftables set lookup without changing what first-match-by-priority says.
 
-A TMR compiles to *elements* of verdict maps; each element is a box in packet space (`Box`): an address family, a
+A TMR compiles to *elements* of named sets; each element is a box in packet space (`Box`): an address family, a
 source and a destination (an identifier kind — bridge port, MAC or IP — and an aligned block of its values, or any)
-and a transport part (aligned blocks of ``protocol << 16 | port``, or any). A map lookup finds at most one element
+and a transport part (aligned blocks of ``protocol << 16 | port``, or any). A set lookup finds at most one element
 when its elements do not overlap, and the kernel refuses some overlapping interval elements anyway. So:
 
     layer(T) = 1 + max(layer(U) for every earlier U with a box that overlaps one of T's boxes), 0 when there is none
@@ -32,7 +32,7 @@ QUERY_BUDGET = 4096  # branches one TMR's query may visit before it settles for 
 
 
 class Box(NamedTuple):
-    """The packets one map element matches. ``None`` on a side or the transport part means any. (A named tuple:
+    """The packets one set element matches. ``None`` on a side or the transport part means any. (A named tuple:
     the compiler makes one per element, tens of thousands per apply.)"""
 
     family: int
