@@ -129,6 +129,7 @@ class AttackResult:
     finding_s: float | None = None
     proposal_s: float | None = None
     proposal: str = "none"  # "deny (attacker)", "deny (wider)", "alert", "none"
+    proposal_summary: str = ""
     deny_s: float | None = None  # first deny scoped to the attacker, when the first proposal was something else
     drive_s: float = 0.0
     other_kinds: list[str] = field(default_factory=list)  # other findings naming the attacker meanwhile
@@ -187,6 +188,7 @@ def run_attack(sae: LiveSAE, scenario: Scenario, offender: LabHost, log: Callabl
                     first = min(proposals, key=lambda p: p.created_at)
                     result.proposal_s = round(now, 1)
                     result.proposal = _describe(first, offender)
+                    result.proposal_summary = first.summary[:300]
                     log(f"  {scenario.name}: proposal after {now:.1f} s: {result.proposal}")
                 if result.deny_s is None and any(scoped_to(p, offender) for p in proposals):
                     result.deny_s = round(now, 1)

@@ -2,7 +2,8 @@
 
 One lab and one SAE for the module (3 VMNs; sshd in vm2; resolver, web and C2 hosts), scenarios in turn. Each
 attack must be found (a finding of the expected kind naming the attacker VMN), with a correct proposal (a deny
-scoped to the attacker, or an alert where that is the right answer), within issue 5's target from its first
+scoped to the attacker, or an alert where that is the right answer, e.g. a deny refused by
+guard-rails), within issue 5's target from its first
 packet. A miss raises `MissedError`, a finding after the target `LateError`: a known miss is marked xfail(strict)
 for exactly that exception, so any other failure (a wrong proposal, a broken driver) still fails, and a fixed
 detector turns the xfail into a failure that asks for the mark to go. Measured numbers: docs/scenarios.md.
@@ -32,6 +33,9 @@ from vmshadow.lab.state import LabHost
 pytestmark = pytest.mark.slow
 
 BENIGN_MINUTES = 1.0
+# The deny a recommender made, refused because it would block too much recorded traffic (here: the benign SSH
+# session's flows from the same VMN): an alert saying why is the correct answer then.
+GUARD_RAIL_ALERT = "alert: refused by guard-rails"
 
 
 class MissedError(AssertionError):
@@ -67,12 +71,13 @@ def attack(live: Live, scenario: Scenario, attacker: LabHost) -> AttackResult:
     if not result.detected:
         raise MissedError(f"{scenario.name}: no {expected.kind} finding against {attacker.name} ({result})")
     assert result.proposal_s is not None, f"{scenario.name}: no proposal cites the finding"
-    if expected.deny:
+    guarded = result.proposal_summary.startswith(GUARD_RAIL_ALERT)
+    if expected.deny and not guarded:
         assert result.deny_s is not None, f"{scenario.name}: no deny scoped to {attacker.name} ({result.proposal})"
     else:
         assert result.proposal in ("alert", "deny (attacker)"), result.proposal
     assert result.finding_s is not None
-    answered_s = result.deny_s if expected.deny else result.proposal_s
+    answered_s = result.deny_s if expected.deny and not guarded else result.proposal_s
     assert answered_s is not None
     if max(result.finding_s, answered_s) > expected.target_s:
         raise LateError(
@@ -108,6 +113,13 @@ def test_hping3_syn_scan_is_denied_within_10_s(live: Live) -> None:
     attack(live, HpingSynScan(vm3, vm2), vm3)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=LateError,
+    reason="measured 2026-11-25: found after 23.8 s (hydra -t 4, 120 guesses in 31.6 s). hunting.brute_force "
+    "counts a session when its flow ends, and sshd takes MaxAuthTries = 6 guesses per connection: 8 sessions "
+    "are ~48 guesses, plus the 2 s idle expiry (docs/scenarios.md)",
+)
 def test_hydra_ssh_brute_force_is_denied_within_10_s(live: Live) -> None:
     sae, services = live
     vm1 = sae.lab.vmns[0]
@@ -122,10 +134,10 @@ def test_iodine_dns_tunnel_is_found_within_60_s(live: Live) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    raises=LateError,
-    reason="hunting.beaconing scores only spans of at least min_duration_s = 60 s, and its duration part "
-    "(span / 300 s) keeps the timing score under 0.7 until ~60 s at 10 % jitter (~90 s at 20 %): first packet to "
-    "finding is over 60 s by design (docs/scenarios.md)",
+    raises=(MissedError, LateError),
+    reason="measured 2026-11-25: 22 check-ins every 4 s +/- 10 % over 85 s were not found. hunting.beaconing "
+    "scores only spans >= min_duration_s = 60 s, and its duration part (span / 300 s) keeps the timing score "
+    "near its 0.7 gate until ~90 s at 10 % jitter (~3 min at 20 %): over 60 s by design (docs/scenarios.md)",
 )
 def test_curl_beacon_with_jitter_is_denied_within_60_s(live: Live) -> None:
     sae, _ = live
