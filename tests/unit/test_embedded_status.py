@@ -20,6 +20,7 @@ class Health:
 
 def test_flow_rate_is_per_vmn_over_the_last_interval_and_failing_duties_are_shown(tmp_path: Path) -> None:
     now = [at(0)]
+    shed = [500]
     source = Health()
     calls: list[int] = []
 
@@ -36,14 +37,21 @@ def test_flow_rate_is_per_vmn_over_the_last_interval_and_failing_duties_are_show
         recommenders=[],
         status_path=tmp_path / "status.json",
         clock=lambda: now[0],
+        mirror_counters=lambda: {"vm1": {"packets": 10, "shed_packets": shed[0]}},
         periodic=[Periodic("intel.refresh", 10.0, broken)],
     )
 
     def rows() -> dict[str, dict[str, object]]:
         return {r["vmn"]: r for r in json.loads(service.status_path.read_text())["vmns"]}
 
+    service._mirrored_at_start = service.mirror_counters()
+    shed[0] = 540
     service.write_status()
     assert rows()["vm1"]["flows_per_s"] == 0  # no interval yet
+    assert rows()["vm1"]["shed_packets"] == 40
+    shed[0] = 3  # a new budget restarted its counter: never a negative count
+    service.write_status()
+    assert rows()["vm1"]["shed_packets"] == 0
     source.health["vm1"].flows, source.health["vm2"].flows = 30, 5
     now[0] += timedelta(seconds=2)
     service.write_status()

@@ -38,6 +38,7 @@ _VMN_COUNTERS = (
         "Packets copied to the VMN's shadow port (tc mirred, GSO segments)",
     ),
     ("mirrored_bytes", "vmshadow_mirrored_bytes", "Bytes copied to the VMN's shadow port (tc mirred)"),
+    ("shed_packets", "vmshadow_shed_copies", "Copies the VMN's copy budget refused in the kernel (load shedding)"),
     (
         "analysed_packets",
         "vmshadow_analysed_packets",

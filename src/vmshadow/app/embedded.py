@@ -211,6 +211,9 @@ def _health_row(h: PortHealth, mirrored: dict[str, int], flows_per_s: float) -> 
         "shadow_port": h.interface,
         "mirrored_packets": mirrored.get("packets", 0),
         "mirrored_bytes": mirrored.get("bytes", 0),
+        # a changed budget restarts its counter, so the since-start difference can dip below zero
+        "shed_packets": max(0, mirrored.get("shed_packets", 0)),
+        "shed_bytes": max(0, mirrored.get("shed_bytes", 0)),
         "analysed_packets": h.analysed,
         "socket_dropped_packets": h.socket_dropped,
         "queue_dropped_flows": h.queue_dropped,

@@ -103,9 +103,12 @@ def build_service(
         out: dict[str, dict[str, int]] = {}
         for name, port in by_vmn.items():
             counters = shadow_port.mirror_counters(port)
+            shed = shadow_port.shed_counters(port)  # copies the budget refused, in the kernel
             out[name] = {
                 "packets": sum(c.packets for c in counters.values()),
                 "bytes": sum(c.bytes for c in counters.values()),
+                "shed_packets": shed.packets,
+                "shed_bytes": shed.bytes,
             }
         return out
 

@@ -30,7 +30,7 @@ def test_metrics_expose_vmn_health_and_proposals(tmp_path: Path) -> None:
     status.write_text(
         json.dumps({"vmns": [
             {"vmn": "vm1", "mirrored_packets": 120, "analysed_packets": 118, "socket_dropped_packets": 2, "flows": 9,
-             "flows_per_s": 4.5},
+             "flows_per_s": 4.5, "shed_packets": 31},
             {"vmn": "vm2", "mirrored_packets": 7, "analysed_packets": 7, "queue_dropped_flows": 3, "flows": 1},
         ]})
     )  # fmt: skip
@@ -51,6 +51,7 @@ def test_metrics_expose_vmn_health_and_proposals(tmp_path: Path) -> None:
     assert samples[("vmshadow_proposals", (("state", "approved"),))] == 1
     assert samples[("vmshadow_proposals", (("state", "rejected"),))] == 0
     assert samples[("vmshadow_flows_per_second", (("vmn", "vm1"),))] == 4.5
+    assert samples[("vmshadow_shed_copies_total", (("vmn", "vm1"),))] == 31
     assert samples[("vmshadow_flows_per_second", (("vmn", "vm2"),))] == 0
     assert samples[("vmshadow_findings_total", (("detector", "hunting.port_scan"),))] == 2
     assert samples[("vmshadow_findings_total", (("detector", "intel.match"),))] == 1
