@@ -10,12 +10,14 @@ from pathlib import Path
 from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
-from vmshadow.app.embedded import EmbeddedService, OnStored, Periodic
+from vmshadow.app.embedded import EmbeddedService, OnStored, Periodic, utc_now
 from vmshadow.app.feedback import measure, trust_in
+from vmshadow.app.intel_refresh import intel_duties, live_indicators
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.tm import ApplyResult, TMSettings, apply_tmrset, open_enforcer
 from vmshadow.capture import shadow_port
 from vmshadow.capture.discovery import discover_vmns
+from vmshadow.config.intel_settings import IntelSettings
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.indicator import Indicator
 from vmshadow.domain.proposal import Proposal
@@ -94,6 +96,7 @@ def build_service(
     on_stored: OnStored = lambda findings, proposals: None,
     guard_rails: GuardRails | None = None,
     impact_window: timedelta | None = DEFAULT_WINDOW,
+    intel: IntelSettings | None = None,
 ) -> EmbeddedService:
     tmrset = with_watched(tmrset, watched)
     ports = [MeteredPort(w.vmn.name, w.port.reader_interface, w.port.shadow_interface) for w in watched]
@@ -114,11 +117,13 @@ def build_service(
 
     recommenders = [cls() for cls in recommender_types().values()]
     store = open_store(options.db_url)  # one store for the service's life: no re-open (and migration check) per batch
+    # held indicators include those whose valid_from is still ahead: the index passes over them until then
+    detectors = build_detectors(DetectorContext(indicators=(*indicators, *live_indicators(store, datetime.now(UTC)))))
     service = EmbeddedService(
         source=LiveSource(ports, tmrset.vmn_map, snapshot_length=_snaplen(watched)),
         store=store,
         tmrset=tmrset,
-        detectors=build_detectors(DetectorContext(indicators=(*indicators, *store.indicators(at=datetime.now(UTC))))),
+        detectors=detectors,
         recommenders=recommenders,
         status_path=options.status_path,
         mirror_counters=mirrored,
@@ -129,7 +134,14 @@ def build_service(
         impact_window=impact_window,
     )
     # Recommenders that read the whole window (least privilege) run on a schedule, not per batch of findings.
-    service.periodic = (Periodic("recommend.scheduled", SCHEDULED_EVERY_S, service.recommend_scheduled),)
+    service.periodic = (
+        Periodic("recommend.scheduled", SCHEDULED_EVERY_S, service.recommend_scheduled),
+        # new indicators reach the running intel.match (with a retro-hunt); TAXII and feed URLs are polled
+        *intel_duties(
+            store, detectors, intel or IntelSettings(), clock=utc_now, tmrset=lambda: service.tmrset,
+            trust=service.trust, on_stored=on_stored,
+        ),
+    )  # fmt: skip
     return service
 
 

@@ -100,6 +100,7 @@ def run(
             on_stored=exporter.publish_stored if exporter is not None else lambda findings, proposals: None,
             guard_rails=settings.guard_rails,
             impact_window=settings.refinement.impact_window,
+            intel=settings.intel,
         )
     except VmshadowError as exc:
         if exporter is not None:
