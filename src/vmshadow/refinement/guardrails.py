@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from vmshadow.domain.finding import Finding
+from vmshadow.domain.finding import Finding, FindingKind
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.ids import stable_id
 from vmshadow.domain.net import IPNetwork
@@ -116,7 +116,10 @@ class GuardContext:
 
 def _in_episode(flow: Flow, finding: Finding) -> bool:
     """`flow` (same source and protocol as `finding`) is part of the finding's episode: seen while the detector
-    watched it, or later towards one of the targets the finding names."""
+    watched it, or later towards one of the targets the finding names (for an intel match, any contact with the
+    listed destination)."""
+    if finding.kind is FindingKind.INTEL_MATCH and flow.dst_ip in finding.dst_ips:
+        return True  # a listed destination: every contact with it is the threat, earlier ones too
     if flow.first_seen_at < finding.first_seen_at:
         return False
     return flow.first_seen_at <= finding.observed_at or flow.dst_ip in finding.dst_ips

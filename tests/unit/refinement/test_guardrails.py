@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from tests.factories import T0, make_finding, make_flow
+from vmshadow.domain.finding import FindingKind
 from vmshadow.domain.flow import TCP, UDP
 from vmshadow.domain.proposal import ProposalKind
 from vmshadow.domain.tmr import TMR, Action, Endpoint, Origin, TMRSet
@@ -179,3 +180,18 @@ def test_refusal_reasons_and_settings_are_checked() -> None:
         GuardRails(max_blocked_share=1.5)
     with pytest.raises(ValueError, match="max_proposals"):
         GuardRails(max_proposals=-1)
+
+
+def test_earlier_contacts_with_a_listed_destination_are_not_benign() -> None:
+    listed = A("198.18.0.4")
+    hit = finding(
+        kind=FindingKind.INTEL_MATCH, detector="intel.match", dst_ips=(listed,), dst_ports=(8443,), protocol=UDP,
+        first_seen_at=T0 + timedelta(hours=1), observed_at=T0 + timedelta(hours=1), indicator=str(listed),
+    )  # fmt: skip
+    earlier = benign(0, dst=str(listed), port=8443, protocol=UDP)  # before anyone knew the address was bad
+    elsewhere = benign(1, dst="198.18.0.12", port=8443, protocol=UDP)
+    context = GuardContext(TMRS, T0 + timedelta(hours=2), (earlier, elsewhere), (hit,))
+    assert [context.is_benign(f) for f in (earlier, elsewhere)] == [False, True]
+    scan = finding()
+    scan_context = GuardContext(TMRS, T0, (benign(2, first_seen_at=T0 - timedelta(hours=1)),), (scan,))
+    assert scan_context.is_benign(scan_context.flows[0]), "for other findings, earlier contacts stay benign"
