@@ -160,6 +160,8 @@ class ScopedDenyRecommender(Recommender):
         reason = ""
         if rule is None:
             reason = "no TMR can express this finding"
+        elif finding.kind is FindingKind.ANOMALY:
+            reason = "an anomaly says something is unusual, not what to block"
         elif finding.score < self.settings.deny_min_score:
             reason = f"score {finding.score:.2f} is below {self.settings.deny_min_score}"
         elif context.trust < self.settings.min_trust:
@@ -189,7 +191,9 @@ class ScopedDenyRecommender(Recommender):
             kind=ProposalKind.ADD_DENY,
             summary=f"{rule.describe()} — {finding.summary}",
             rule=rule,
-            impact=replay_impact(tmrset, tmrset.with_tmr(rule), context.flows, context.now, added=rule),
+            impact=replay_impact(
+                tmrset, tmrset.with_tmr(rule), context.flows, context.now, added=rule, window=context.impact_window
+            ),
             conflicts=tuple(c.tag for c in conflicts_of(rule, tmrset, context.now)),
         )
 

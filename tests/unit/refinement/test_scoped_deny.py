@@ -133,3 +133,41 @@ def test_flows_an_earlier_deny_already_blocks_are_not_counted() -> None:
     (p,) = propose([scan()], tmrset=earlier, flows=flows)
     assert p.kind is ProposalKind.ADD_DENY
     assert p.impact.newly_blocked_flows == 3, "only the port-80 flows change verdict"
+
+
+def test_an_anomaly_however_strong_gives_an_alert_not_a_deny() -> None:
+    (p,) = propose([scan(kind=FindingKind.ANOMALY, detector="anomaly.hst", score=0.95)])
+    assert p.kind is ProposalKind.ALERT
+    assert "an anomaly says something is unusual" in p.summary
+
+
+def test_impact_replays_only_the_context_window() -> None:
+    old = [
+        make_flow(
+            i,
+            src_ip=A("198.18.0.11"),
+            dst_ip=A("198.18.0.12"),
+            src_vmn=None,
+            dst_vmn=None,
+            first_seen_at=T0 - timedelta(hours=3),
+            last_seen_at=T0 - timedelta(hours=3),
+        )
+        for i in range(4)
+    ]
+    new = [
+        make_flow(
+            10 + i,
+            src_ip=A("198.18.0.11"),
+            dst_ip=A("198.18.0.12"),
+            src_vmn=None,
+            dst_vmn=None,
+            first_seen_at=T0 - timedelta(minutes=5),
+            last_seen_at=T0 - timedelta(minutes=5),
+        )
+        for i in range(3)
+    ]
+    context = RecommendContext(now=T0, flows=(*old, *new), impact_window=timedelta(hours=1))
+    (p,) = ScopedDenyRecommender().propose([scan()], TMRS, context)
+    assert (p.impact.flows_replayed, p.impact.newly_blocked_flows) == (3, 3)
+    (wide,) = ScopedDenyRecommender().propose([scan()], TMRS, replace(context, impact_window=timedelta(days=1)))
+    assert (wide.impact.flows_replayed, wide.impact.newly_blocked_flows) == (7, 7)
