@@ -281,7 +281,8 @@ def test_decisions_after_a_sequence_number_page_through_the_log_in_order(store: 
     assert [d.id for _, d in everything] == ["dec-1", "dec-2", "dec-3"]
     assert [d for _, d in everything] == store.decisions()
     seqs = [seq for seq, _ in everything]
-    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 3
     assert [d.id for _, d in store.decisions_after(seqs[0], limit=1)] == ["dec-2"]
     assert store.decisions_after(seqs[-1]) == []
 
