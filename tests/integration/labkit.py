@@ -9,11 +9,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from pyroute2 import IPRoute, netns
 
+from vmshadow.flows.live import MeteredPort
 from vmshadow.lab.probe import open_socket, ping
-from vmshadow.lab.state import LabState
+from vmshadow.lab.state import LabHost, LabState
 from vmshadow.lab.topology import Lab
 
 
@@ -99,3 +101,27 @@ def wait_until(condition: Callable[[], bool], *, timeout_s: float, every_s: floa
             return True
         time.sleep(every_s)
     return condition()
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T], *, timeout_s: float, what: str = "condition", detail: Callable[[], str] = lambda: ""
+) -> T:
+    """The first truthy value `probe` gives within `timeout_s`; fails the test (saying `what`, and `detail()`)
+    otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s {detail()}".rstrip())
+        time.sleep(0.05)
+
+
+def metered(host: LabHost) -> MeteredPort:
+    """The lab host's shadow port as the meter sees it (copies on its reader end)."""
+    assert host.shadow_interface is not None
+    return MeteredPort(host.name, "vmsr-" + host.shadow_interface.removeprefix("vmss-"), host.shadow_interface)

@@ -11,16 +11,17 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.datadir import REPO_ROOT, shared_data
+from tests.integration.labkit import wait_for
 from tests.unit.export.receivers import WebhookReceiver
 from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
@@ -455,21 +456,6 @@ def test_a_decision_made_in_another_process_while_the_service_runs_reaches_the_s
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["periodic"][0]["name"] == "export.audit"
     assert status["periodic"][0]["error"] is None
-
-
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T], *, timeout_s: float) -> T:
-    """The first truthy value `probe` gives within `timeout_s`; fails the test otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        time.sleep(0.05)
 
 
 def test_export_status_shows_each_queue_and_the_audit_position(tmp_path: Path) -> None:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.integration.labkit import send_udp, tagged_lab
+from tests.integration.labkit import metered, send_udp, tagged_lab, wait_for
 from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
@@ -32,7 +30,7 @@ from vmshadow.config.intel_settings import IntelSettings
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.proposal import Proposal, ProposalKind
 from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
-from vmshadow.flows.live import LiveSource, MeteredPort
+from vmshadow.flows.live import LiveSource
 from vmshadow.lab.state import LabHost
 from vmshadow.refinement.recommender import recommender_types
 
@@ -42,24 +40,6 @@ C2_PORT = 8443
 PROPOSED_WITHIN_S = 5.0  # issue 7: a new contact gives a deny proposal citing the indicator within 5 s
 FEED_TOKEN = "feed-token"
 INDICATOR_ID = "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f"
-
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T], *, timeout_s: float, what: str, detail: Callable[[], str] = lambda: "") -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s {detail()}")
-        time.sleep(0.05)
-
-
-def metered(host: LabHost) -> MeteredPort:
-    assert host.shadow_interface is not None
-    return MeteredPort(host.name, "vmsr-" + host.shadow_interface.removeprefix("vmss-"), host.shadow_interface)
 
 
 def contact(src: LabHost, dst: LabHost) -> None:

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.labkit import drain, send_udp, tagged_lab, udp_listener, wait_until
+from tests.integration.labkit import drain, metered, send_udp, tagged_lab, udp_listener, wait_until
 from vmshadow.adapters.sql import open_store
 from vmshadow.capture import CopyBudget, attach, mirror_counters, shed_counters
 from vmshadow.capture.shadow_port import refresh
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
 from vmshadow.enforcement.nft import NftEnforcer
-from vmshadow.flows.live import LiveSource, MeteredPort
+from vmshadow.flows.live import LiveSource
 from vmshadow.lab.state import LabHost, LabState
 
 pytestmark = pytest.mark.slow
@@ -31,12 +31,6 @@ SO_RCVBUFFORCE = 33  # root may exceed net.core.rmem_max
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
     with tagged_lab(tmp_path_factory.mktemp("lab")) as state:
         yield state
-
-
-def metered(host: LabHost) -> MeteredPort:
-    shadow = host.shadow_interface
-    assert shadow is not None
-    return MeteredPort(host.name, "vmsr-" + shadow.removeprefix("vmss-"), shadow)
 
 
 @pytest.fixture

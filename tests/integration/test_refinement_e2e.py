@@ -8,15 +8,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.integration.labkit import tagged_lab
+from tests.integration.labkit import metered, tagged_lab, wait_for
 from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
@@ -27,7 +26,7 @@ from vmshadow.app.service import ServiceOptions, measuring
 from vmshadow.app.tm import TMSettings, apply_tmrset, open_enforcer
 from vmshadow.domain.proposal import Proposal, ProposalKind
 from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
-from vmshadow.flows.live import LiveSource, MeteredPort
+from vmshadow.flows.live import LiveSource
 from vmshadow.lab.probe import open_socket
 from vmshadow.lab.state import LabHost
 from vmshadow.refinement.recommender import recommender_types
@@ -39,24 +38,6 @@ SERVICE_PORT = 80  # inside the scanned range: the deny proposed for the scan co
 SCAN = ("-sS", "-n", "-Pn", "-p", "1-300", "-T4", "--max-retries", "0", "--host-timeout", "30s")
 DETECTED_WITHIN_S = 10.0  # issue 5: scans found within 10 s
 TOKENS = {"approver-token": ("ann", Role.APPROVER), "viewer-token": ("vic", Role.VIEWER)}
-
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T], *, timeout_s: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(0.05)
-
-
-def metered(host: LabHost) -> MeteredPort:
-    assert host.shadow_interface is not None
-    return MeteredPort(host.name, "vmsr-" + host.shadow_interface.removeprefix("vmss-"), host.shadow_interface)
 
 
 @contextmanager
