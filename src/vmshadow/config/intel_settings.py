@@ -25,7 +25,6 @@ problem with line and field.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -241,13 +240,7 @@ class IntelReader:
         return name
 
     def _number(self, path: Path, value: object, low: float, high: float) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            self.reader.report(path, f"expected a number, found {describe(value)}")
-            return None
-        if not low <= value <= high:
-            self.reader.report(path, f"{value} is outside {low:g}-{high:g}")
-            return None
-        return float(value)
+        return self.reader.number(path, value, low, high)
 
     def _path(self, path: Path, value: object) -> FilePath | None:
         text = self.reader.text(path, value)

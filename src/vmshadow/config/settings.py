@@ -31,7 +31,6 @@ read (and required to be set) when the file is loaded. The format is documented 
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -512,13 +511,7 @@ class _SettingsReader:
     # values
 
     def _number(self, path: Path, value: object, low: float, high: float) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            self.reader.report(path, f"expected a number, found {describe(value)}")
-            return None
-        if not low <= value <= high:
-            self.reader.report(path, f"{value} is outside {low:g}-{high:g}")
-            return None
-        return float(value)
+        return self.reader.number(path, value, low, high)
 
     def _path(self, path: Path, value: Any, *, must_exist: bool = False) -> FilePath | None:
         text = self.reader.text(path, value)

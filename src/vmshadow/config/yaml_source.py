@@ -306,6 +306,16 @@ class FieldReader:
     def line(self, path: Path) -> int | None:
         return self.document.line(path)
 
+    def number(self, path: Path, value: object, low: float, high: float) -> float | None:
+        """A number (not a bool, not NaN) within [low, high]."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            self.report(path, f"expected a number, found {describe(value)}")
+            return None
+        if not low <= value <= high:
+            self.report(path, f"{value} is outside {low:g}-{high:g}")
+            return None
+        return float(value)
+
     def raise_if_any(self) -> None:
         """Raise one `InputError` with every issue, in the order of their lines."""
         if self.issues:
