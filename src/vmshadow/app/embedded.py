@@ -129,7 +129,7 @@ class EmbeddedService:
         proposals: list[Proposal] = []
         if findings:
             fresh = run_recommend(findings, self.tmrset, per_batch(self.recommenders), self._context(), self.trust())
-            proposals = merge_proposals([self._placed(p) for p in fresh])
+            proposals = self._placed(fresh)
         self.store.save_batch(flows=flows, findings=findings, proposals=proposals)
         self._pending_flows, self._pending_findings = [], []
         if findings or proposals:
@@ -152,7 +152,7 @@ class EmbeddedService:
         if not chosen:
             return []
         fresh = run_recommend([], self.tmrset, chosen, self._context(), self.trust())
-        proposals = merge_proposals([self._placed(p) for p in fresh])
+        proposals = self._placed(fresh)
         if proposals:
             self.store.save_batch(proposals=proposals)
             self.on_stored([], proposals)
@@ -160,13 +160,21 @@ class EmbeddedService:
                 self.on_proposal(p)
         return proposals
 
-    def _placed(self, fresh: Proposal) -> Proposal:
+    def _placed(self, fresh: Sequence[Proposal]) -> list[Proposal]:
         """A fresh proposal made again keeps the stored one's decision; a new one may widen (or join) a proposal
-        still waiting for review instead of standing beside it (`refinement.widen`)."""
-        stored = self.store.proposal(fresh.id)
-        if stored is not None:
-            return keep_decision(stored, fresh)
-        return placed(fresh, self.store.proposals(state=ProposalState.PROPOSED))
+        still waiting for review instead of standing beside it (`refinement.widen`). The waiting proposals are read
+        once per batch, and only when a batch has a new proposal."""
+        waiting: list[Proposal] | None = None
+        out = []
+        for p in fresh:
+            stored = self.store.proposal(p.id)
+            if stored is not None:
+                out.append(keep_decision(stored, p))
+                continue
+            if waiting is None:
+                waiting = self.store.proposals(state=ProposalState.PROPOSED)
+            out.append(placed(p, waiting))
+        return merge_proposals(out)
 
     def _run_periodic(self) -> None:
         now = self.clock()
