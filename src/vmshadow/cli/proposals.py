@@ -17,7 +17,7 @@ from vmshadow.app.review import (
     rollback_proposal,
     show_proposal,
 )
-from vmshadow.app.tm import DEFAULT_BRIDGE, DEFAULT_DB, TMSettings
+from vmshadow.app.tm import DEFAULT_BRIDGE, DEFAULT_DB, ApplyResult, TMSettings
 from vmshadow.cli.analyze import db_url
 from vmshadow.cli.output import console, fail, print_json
 from vmshadow.domain.codec import proposal_to_json
@@ -166,25 +166,38 @@ def edit(
         console.print(f"{moved.id}: edited, rule now {moved.rule.describe()} (priority {moved.rule.priority})")
 
 
+Bridges = Annotated[list[str] | None, typer.Option("--bridge", help="Managed bridge (repeatable).")]
+Netns = Annotated[str | None, typer.Option("--netns", help="Run nft inside this network namespace.")]
+
+
+def _tm(db: str, bridge: list[str] | None, netns: str | None) -> TMSettings:
+    return TMSettings(db_url=db_url(db), bridges=tuple(bridge or [DEFAULT_BRIDGE]), netns=netns)
+
+
+def _print_moved(moved: Proposal, result: ApplyResult, as_json: bool, line: str) -> None:
+    """What a move through the TM (apply, rollback) did: the proposal and the version, or one line."""
+    if as_json:
+        print_json({"proposal": proposal_to_json(moved), "applied": result.to_json()})
+    else:
+        console.print(line)
+
+
 @app.command("apply")
 def apply_(
     proposal_id: str,
     db: Db = DEFAULT_DB,
-    bridge: Annotated[list[str] | None, typer.Option("--bridge", help="Managed bridge (repeatable).")] = None,
-    netns: Annotated[str | None, typer.Option("--netns", help="Run nft inside this network namespace.")] = None,
+    bridge: Bridges = None,
+    netns: Netns = None,
     actor: Actor = "",
     as_json: Json = False,
 ) -> None:
     """Apply an approved proposal: the TMRs in force plus its rule, as one new version (atomic, reversible)."""
-    settings = TMSettings(db_url=db_url(db), bridges=tuple(bridge or [DEFAULT_BRIDGE]), netns=netns)
     try:
-        moved, result = apply_proposal(settings, proposal_id, actor=actor or _me())
+        moved, result = apply_proposal(_tm(db, bridge, netns), proposal_id, actor=actor or _me())
     except VmshadowError as exc:
         fail(exc)
-    if as_json:
-        print_json({"proposal": proposal_to_json(moved), "applied": result.to_json()})
-    else:
-        console.print(f"{moved.id}: applied as TMR version {result.version} (rollback: vmshadow tmrs rollback N)")
+    line = f"{moved.id}: applied as TMR version {result.version} (rollback: vmshadow tmrs rollback N)"
+    _print_moved(moved, result, as_json, line)
 
 
 @app.command("rollback")
@@ -192,18 +205,16 @@ def rollback(
     proposal_id: str,
     reason: Annotated[str, typer.Option("--reason", help="Required.")] = "",
     db: Db = DEFAULT_DB,
-    bridge: Annotated[list[str] | None, typer.Option("--bridge", help="Managed bridge (repeatable).")] = None,
-    netns: Annotated[str | None, typer.Option("--netns", help="Run nft inside this network namespace.")] = None,
+    bridge: Bridges = None,
+    netns: Netns = None,
     actor: Actor = "",
     as_json: Json = False,
 ) -> None:
     """Take an applied proposal's rule out of force (a new version without it); its recommender's trust falls."""
-    settings = TMSettings(db_url=db_url(db), bridges=tuple(bridge or [DEFAULT_BRIDGE]), netns=netns)
     try:
-        moved, result = rollback_proposal(settings, proposal_id, actor=actor or _me(), reason=reason)
+        moved, result = rollback_proposal(_tm(db, bridge, netns), proposal_id, actor=actor or _me(), reason=reason)
     except VmshadowError as exc:
         fail(exc)
-    if as_json:
-        print_json({"proposal": proposal_to_json(moved), "applied": result.to_json()})
-    else:
-        console.print(f"{moved.id}: rolled back; TMR version {result.version} is in force without its rule")
+    _print_moved(
+        moved, result, as_json, f"{moved.id}: rolled back; TMR version {result.version} is in force without its rule"
+    )
