@@ -60,7 +60,8 @@ def _evidence(older: Evidence, newer: Evidence) -> Evidence:
 def placed(fresh: Proposal, waiting: Sequence[Proposal]) -> Proposal:
     """Where a fresh proposal goes among the stored ones still waiting for review (state `proposed`):
 
-    * it widens one (its rule covers that one's): the fresh rule, impact and summary under the waiting proposal's id
+    * it widens one, or makes the same rule again (its rule covers that one's): the fresh rule, impact and summary
+      (replayed over more flows than the waiting one's) under the waiting proposal's id
       and creation time, the union of the evidence (the oldest such proposal, if several);
     * one already covers it: that proposal, with the fresh evidence added (its rule is wide enough);
     * otherwise: `fresh` as it is.
@@ -77,10 +78,6 @@ def placed(fresh: Proposal, waiting: Sequence[Proposal]) -> Proposal:
         and p.kind is fresh.kind
         and p.rule is not None
     ]
-    wider = [p for p in same if p.rule is not None and covers(p.rule, rule)]
-    if wider:
-        host = min(wider, key=lambda p: (p.created_at, p.id))
-        return replace(host, score=max(host.score, fresh.score), evidence=_evidence(host.evidence, fresh.evidence))
     narrower = [p for p in same if p.rule is not None and covers(rule, p.rule)]
     if narrower:
         host = min(narrower, key=lambda p: (p.created_at, p.id))
@@ -91,4 +88,8 @@ def placed(fresh: Proposal, waiting: Sequence[Proposal]) -> Proposal:
             score=max(host.score, fresh.score),
             evidence=_evidence(host.evidence, fresh.evidence),
         )
+    wider = [p for p in same if p.rule is not None and covers(p.rule, rule)]
+    if wider:
+        host = min(wider, key=lambda p: (p.created_at, p.id))
+        return replace(host, score=max(host.score, fresh.score), evidence=_evidence(host.evidence, fresh.evidence))
     return fresh

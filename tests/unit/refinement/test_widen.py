@@ -76,3 +76,13 @@ def test_unrelated_or_other_recommenders_proposals_stand_apart() -> None:
         make_proposal(4, rule=None, kind=ProposalKind.ALERT),
     ]
     assert placed(fresh, others) is fresh
+
+
+def test_the_same_rule_made_again_brings_its_newer_impact() -> None:
+    waiting = proposal(1, WIDE, score=0.9)
+    again = proposal(2, replace(WIDE, id="tmr-again"), score=0.9)
+    again = replace(again, impact=replace(again.impact, newly_blocked_flows=650, flows_replayed=700))
+    got = placed(again, [waiting])
+    assert (got.id, got.created_at) == (waiting.id, waiting.created_at)
+    assert (got.impact.newly_blocked_flows, got.impact.flows_replayed) == (650, 700)
+    assert got.evidence.finding_ids == ("find-1", "find-2")
