@@ -17,6 +17,7 @@ from vmshadow.domain.errors import IllegalTransitionError, InputError, Issue, No
 from vmshadow.domain.net import PortRange
 from vmshadow.domain.proposal import Proposal, ProposalKind, ProposalState, can_transition
 from vmshadow.domain.tmr import TMR, TMRSet
+from vmshadow.enforcement.nft import NftEnforcer
 from vmshadow.feedback.measure import outcomes_from_decisions
 from vmshadow.ports.store import Store
 from vmshadow.review.lifecycle import decide
@@ -101,29 +102,34 @@ def edit_proposal(
     )
 
 
+def _movable(
+    enforcer: NftEnforcer, proposal_id: str, target: ProposalState, actor: str, now: datetime
+) -> tuple[Proposal, TMR, TMRSet]:
+    """The proposal, its rule and the TMRSet in force, when the proposal may move to `target` (applied, rolled
+    back) through the TM; else the lifecycle's own precise refusal."""
+    proposal = _get(enforcer.store, proposal_id)
+    if not can_transition(proposal.state, target) or proposal.rule is None:
+        decide(proposal, target, actor=actor, at=now)  # raises the precise refusal
+        said = f"cannot be {str(target).replace('_', ' ')}"  # an alert has no rule to apply or take back
+        raise IllegalTransitionError(Issue(source=f"proposal {proposal_id}", message=said))
+    current = enforcer.current()
+    return proposal, proposal.rule, current.tmrset if current is not None else TMRSet()
+
+
 def apply_proposal(
     settings: TMSettings, proposal_id: str, *, actor: str, at: datetime | None = None
 ) -> tuple[Proposal, ApplyResult]:
     """Put an approved proposal's rule in force: the TMRSet in force plus the rule, as one new version."""
     now = at or datetime.now(UTC)
     with open_enforcer(settings) as enforcer:
-        proposal = _get(enforcer.store, proposal_id)
-        if not can_transition(proposal.state, ProposalState.APPLIED) or proposal.rule is None:
-            decide(proposal, ProposalState.APPLIED, actor=actor, at=now)  # raises the precise refusal
-            raise IllegalTransitionError(Issue(source=f"proposal {proposal_id}", message="cannot be applied"))
-        current = enforcer.current()
-        in_force = current.tmrset if current is not None else TMRSet()
-        present = any(t.id == proposal.rule.id for t in in_force.tmrs)
+        proposal, rule, in_force = _movable(enforcer, proposal_id, ProposalState.APPLIED, actor, now)
+        present = any(t.id == rule.id for t in in_force.tmrs)
         moves = proposal.kind is ProposalKind.REPRIORITIZE  # the TMR in force, at a new priority
         if present is not moves:
-            said = (
-                f"TMR {proposal.rule.id} is not in force (nothing to move)"
-                if moves
-                else f"TMR {proposal.rule.id} is in force"
-            )
+            said = f"TMR {rule.id} is not in force (nothing to move)" if moves else f"TMR {rule.id} is in force"
             raise InputError(Issue(source=f"proposal {proposal_id}", field="rule", message=said))
         try:
-            target = (in_force.without(proposal.rule.id) if moves else in_force).with_tmr(proposal.rule)
+            target = (in_force.without(rule.id) if moves else in_force).with_tmr(rule)
         except ValueError as exc:  # e.g. the rule names a VMN the set in force does not know
             raise InputError(Issue(source=f"proposal {proposal_id}", field="rule", message=str(exc))) from None
         applied = enforcer.apply(target, now, comment=f"proposal {proposal_id} by {actor}")
@@ -148,13 +154,8 @@ def rollback_proposal(
     if not reason.strip():
         raise InputError(Issue(source=source, field="reason", message="a rollback needs a reason"))
     with open_enforcer(settings) as enforcer:
-        proposal = _get(enforcer.store, proposal_id)
-        if not can_transition(proposal.state, ProposalState.ROLLED_BACK) or proposal.rule is None:
-            decide(proposal, ProposalState.ROLLED_BACK, actor=actor, at=now)  # raises the precise refusal
-            raise IllegalTransitionError(Issue(source=source, message="cannot be rolled back"))
-        current = enforcer.current()
-        in_force = current.tmrset if current is not None else TMRSet()
-        target = in_force.without(proposal.rule.id)  # already gone (an earlier version rollback): still recorded
+        proposal, rule, in_force = _movable(enforcer, proposal_id, ProposalState.ROLLED_BACK, actor, now)
+        target = in_force.without(rule.id)  # already gone (an earlier version rollback): still recorded
         applied = enforcer.apply(target, now, comment=f"rollback of proposal {proposal_id} by {actor}")
         assert enforcer.last_report is not None
         moved, decision = decide(
