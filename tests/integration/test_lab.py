@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from tests.integration import labkit
 from tests.integration.labkit import lab_objects, sweep
 from vmshadow.capture import discover_vmns, find_attached
+from vmshadow.capture.budget import CopyBudget
 from vmshadow.cli import lab as lab_cli
 from vmshadow.domain.errors import InputError
 from vmshadow.lab import Lab, LabState, has_route, ping
@@ -262,6 +263,28 @@ def test_cli_up_status_exec_down(tmp_path: Path) -> None:
         assert down.exit_code == 0, down.output
         assert bridge in json.loads(down.stdout)["removed"]["links"]
         assert lab_objects(tag, bridge) == []
+    finally:
+        Lab(tag, state_dir=tmp_path).down(bridge)
+        sweep(tag, bridge)
+
+
+def test_cli_up_puts_the_asked_copy_budget_in_front_of_each_mirror(tmp_path: Path) -> None:
+    tag, bridge = unique_names()
+    runner = CliRunner()
+    base = ["--tag", tag, "--state-dir", str(tmp_path)]
+    try:
+        bad = runner.invoke(lab_cli.app, [*base, "up", "--vmns", "1", "--bridge", bridge, "--copy-budget", "fast"])
+        assert bad.exit_code == 2
+        assert "--copy-budget" in bad.output
+        assert lab_objects(tag, bridge) == []  # refused before anything was made
+        up = runner.invoke(lab_cli.app, [*base, "up", "--vmns", "2", "--bridge", bridge, "--copy-budget", "200/20"])
+        assert up.exit_code == 0, up.output
+        budgets = {p.vmn: p.budget for p in find_attached() if p.vmn.startswith(f"{tag}-")}
+        assert budgets == {f"{tag}-vm1": CopyBudget(200, 20), f"{tag}-vm2": CopyBudget(200, 20)}
+        again = runner.invoke(lab_cli.app, [*base, "up", "--vmns", "2", "--bridge", bridge, "--copy-budget", "off"])
+        assert again.exit_code == 0, again.output
+        budgets = {p.vmn: p.budget for p in find_attached() if p.vmn.startswith(f"{tag}-")}
+        assert budgets == {f"{tag}-vm1": None, f"{tag}-vm2": None}
     finally:
         Lab(tag, state_dir=tmp_path).down(bridge)
         sweep(tag, bridge)

@@ -73,6 +73,24 @@ class CopyBudget:
         return f"{FILTER_NAME_TAG} pps={self.pps} burst={self.burst}"
 
     @classmethod
+    def parse(cls, text: str, *, field: str = "copy-budget") -> CopyBudget | None:
+        """An operator's spelling: ``PPS`` (burst a tenth of it, at least 1), ``PPS/BURST``, or ``off`` (every
+        packet copied: no budget). `InputError` naming `field` otherwise."""
+        spelled = text.strip().lower()
+        if spelled in ("off", "none"):
+            return None
+        found = re.fullmatch(r"(\d+)(?:/(\d+))?", spelled)
+        if found is None:
+            said = f"{text!r} is not PPS, PPS/BURST or off (e.g. 5000 or 5000/500)"
+            raise InputError(Issue("capture", said, field=field))
+        pps = int(found.group(1))
+        burst = int(found.group(2)) if found.group(2) is not None else max(1, pps // 10)
+        try:
+            return cls(pps, burst)
+        except InputError as exc:  # out of range: say which option carried it
+            raise InputError([Issue("capture", i.message, field=field) for i in exc.issues]) from None
+
+    @classmethod
     def from_filter_name(cls, name: str | None) -> CopyBudget | None:
         """The budget a filter name records, or None when the name is not ours."""
         found = _NAME.match(name or "")

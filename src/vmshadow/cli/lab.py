@@ -9,6 +9,8 @@ import typer
 from rich import box
 from rich.table import Table
 
+from vmshadow.capture.budget import CopyBudget
+from vmshadow.cli.copy_budget import COPY_BUDGET_HELP, DEFAULT_COPY_BUDGET
 from vmshadow.cli.output import console, fail, print_json
 from vmshadow.domain.errors import VmshadowError
 from vmshadow.lab.state import DEFAULT_BRIDGE, DEFAULT_STATE_DIR, LabState
@@ -42,12 +44,14 @@ def up(
         bool, typer.Option("--both-directions", help="Shadow ports also copy what each VMN receives.")
     ] = False,
     snaplen: Annotated[int | None, typer.Option(help="Snap length recorded for shadow port readers.")] = None,
+    copy_budget: Annotated[str, typer.Option("--copy-budget", help=COPY_BUDGET_HELP)] = DEFAULT_COPY_BUDGET,
     as_json: Annotated[bool, typer.Option("--json", help="Print the lab as JSON.")] = False,
 ) -> None:
     """Build the lab, or complete a partial one (running it again changes nothing)."""
     lab: Lab = ctx.obj
     try:
-        lab.up(vmns, bridge, both_directions=both_directions, snaplen=snaplen)
+        budget = CopyBudget.parse(copy_budget, field="--copy-budget")
+        lab.up(vmns, bridge, both_directions=both_directions, snaplen=snaplen, copy_budget=budget)
         status = lab.status()
     except VmshadowError as exc:
         fail(exc)

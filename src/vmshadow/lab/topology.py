@@ -27,7 +27,9 @@ from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from vmshadow.capture import shadow_port
+from vmshadow.capture.budget import CopyBudget
 from vmshadow.capture.netlink import find_link, ifname, kernel_error, link_kind
+from vmshadow.capture.shadow_port import DEFAULT_BUDGET
 from vmshadow.domain.errors import BackendUnavailableError, InputError, Issue
 from vmshadow.lab.state import (
     DEFAULT_BRIDGE,
@@ -121,8 +123,10 @@ class Lab:
         *,
         both_directions: bool = False,
         snaplen: int | None = None,
+        copy_budget: CopyBudget | None = DEFAULT_BUDGET,
     ) -> LabState:
-        """Build the lab (or complete it); returns what is now up. Idempotent."""
+        """Build the lab (or complete it); returns what is now up. Idempotent. `copy_budget` is each shadow port's
+        kernel-side copy budget (`None`: every packet copied)."""
         plan = plan_lab(n_vmns, bridge, tag=self.tag, both_directions=both_directions, snaplen=snaplen)
         _require_root()
         recorded = self.state()
@@ -146,7 +150,9 @@ class Lab:
             for host in plan.hosts:
                 _ensure_host(ipr, host, bridge_idx)
         for host in plan.vmns:
-            shadow_port.attach(host.name, host.host_interface, both_directions=both_directions, snaplen=snaplen)
+            shadow_port.attach(
+                host.name, host.host_interface, both_directions=both_directions, snaplen=snaplen, budget=copy_budget
+            )
         write_state(self.state_file, plan)
         return plan
 
