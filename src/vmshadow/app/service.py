@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from vmshadow.app.intel_refresh import intel_duties, live_indicators
 from vmshadow.app.paths import DEFAULT_STATUS
 from vmshadow.app.tm import ApplyResult, TMSettings, apply_tmrset, open_enforcer
 from vmshadow.capture import shadow_port
+from vmshadow.capture.budget import CopyBudget
 from vmshadow.capture.discovery import discover_vmns
 from vmshadow.config.intel_settings import IntelSettings
 from vmshadow.domain.errors import InputError, Issue
@@ -29,6 +31,15 @@ from vmshadow.refinement.guardrails import GuardRails
 from vmshadow.refinement.impact import DEFAULT_WINDOW
 from vmshadow.refinement.recommender import recommender_types
 
+
+class KeepBudget(enum.Enum):
+    """`ServiceOptions.copy_budget` when the operator asked for none: `lab up --copy-budget` (or an earlier run)
+    chose it, and a restart must not undo that choice."""
+
+    KEEP = "keep"
+
+
+KEEP_BUDGET = KeepBudget.KEEP
 SCHEDULED_EVERY_S = 3600.0  # least privilege over the last day's flows: hourly is fresh enough
 DEFAULT_SNAPLEN = 1536  # enough for every header and the first bytes nDPI needs
 
@@ -40,6 +51,7 @@ class ServiceOptions:
     mapping_file: Path | None = None
     both_directions: bool = False
     status_path: Path = DEFAULT_STATUS
+    copy_budget: CopyBudget | KeepBudget | None = KEEP_BUDGET  # keep: a port keeps the budget it has (new: default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +85,13 @@ def watched_vmns(options: ServiceOptions) -> list[Watched]:
         both = options.both_directions
         if not vmns:
             raise InputError(Issue("run", f"no VMN interfaces on bridge {options.bridge}", field="bridge"))
+    asked = options.copy_budget
+    # keep: each port's budget as the kernel has it (a VMN without a shadow port yet gets the default)
+    kept = {p.vmn: p.budget for p in shadow_port.find_attached()} if isinstance(asked, KeepBudget) else {}
     watched = []
     for vmn in vmns:
-        port = shadow_port.attach(vmn.name, vmn.interfaces[0], both_directions=both)
+        budget = kept.get(vmn.name, shadow_port.DEFAULT_BUDGET) if isinstance(asked, KeepBudget) else asked
+        port = shadow_port.attach(vmn.name, vmn.interfaces[0], both_directions=both, budget=budget)
         watched.append(Watched(vmn, port))
     return watched
 
