@@ -13,8 +13,19 @@ from vmshadow.app.embedded import Periodic
 from vmshadow.app.export_audit import AUDIT_POSITION, AuditExport
 from vmshadow.app.exporting import Exporter
 from vmshadow.app.paths import DEFAULT_STATUS
-from vmshadow.app.service import ServiceOptions, build_service, cleanup, enforce, measuring, watched_vmns
+from vmshadow.app.service import (
+    KEEP_BUDGET,
+    ServiceOptions,
+    build_service,
+    cleanup,
+    enforce,
+    measuring,
+    watched_vmns,
+)
+from vmshadow.app.sweeper import sweep_expired
+from vmshadow.capture.budget import CopyBudget
 from vmshadow.cli.analyze import db_url
+from vmshadow.cli.copy_budget import COPY_BUDGET_HELP
 from vmshadow.cli.output import console, fail
 from vmshadow.config.settings import Settings, load_settings
 from vmshadow.config.tmr_file import load_tmr_file
@@ -27,6 +38,7 @@ from vmshadow.intel.plain_list import load_plain_list
 _shown: set[str] = set()
 
 AUDIT_EVERY_S = 2.0  # how often decisions and outcomes recorded elsewhere are looked for
+SWEEP_EVERY_S = 30.0  # the kernel already stopped an expired rule: the review log may lag a little
 
 
 def _show(p: Proposal) -> None:
@@ -59,6 +71,10 @@ def run(
     ] = False,
     duration: Annotated[float | None, typer.Option("--duration", help="Stop after this many seconds.")] = None,
     status: Annotated[Path, typer.Option("--status", help="Where live health is written.")] = DEFAULT_STATUS,
+    copy_budget: Annotated[
+        str | None,
+        typer.Option("--copy-budget", help=COPY_BUDGET_HELP + " Default: each shadow port keeps the budget it has."),
+    ] = None,
     remove_on_exit: Annotated[
         bool, typer.Option("--cleanup", help="Remove the shadow ports on exit (default: they stay).")
     ] = False,
@@ -83,7 +99,12 @@ def run(
         for path in intel or []:
             indicators.extend(load_plain_list(path))
         options = ServiceOptions(
-            db_url=db_url(db), bridge=bridge, mapping_file=mapping, both_directions=both_directions, status_path=status
+            db_url=db_url(db),
+            bridge=bridge,
+            mapping_file=mapping,
+            both_directions=both_directions,
+            status_path=status,
+            copy_budget=KEEP_BUDGET if copy_budget is None else CopyBudget.parse(copy_budget, field="--copy-budget"),
         )
         if settings.export.sinks:
             exporter = Exporter(settings.export)  # every sink set up before the service starts
@@ -106,7 +127,9 @@ def run(
         if exporter is not None:
             exporter.close()
         fail(exc)
-    service.periodic = (*service.periodic, measuring(options))
+    # expired rules leave the review log's `applied` first, so measuring records their neutral outcome, not hits
+    sweep = Periodic("review.sweep", SWEEP_EVERY_S, lambda: sweep_expired(options.db_url))
+    service.periodic = (*service.periodic, sweep, measuring(options))
     if exporter is not None:
         try:
             audit = AuditExport(service.store, exporter.publish, settings.export.queue_dir / AUDIT_POSITION)
