@@ -27,6 +27,7 @@ from vmshadow.analysis.detector import Detector
 from vmshadow.analysis.intel.intel_match import IntelMatchDetector
 from vmshadow.app.embedded import OnStored, Periodic
 from vmshadow.app.intel import RetroHunt, retro_hunt_in
+from vmshadow.app.intel_revocation import Rereview, rereview_revoked
 from vmshadow.config.intel_settings import FeedFormat, FeedURLSettings, IntelSettings, TAXIICollectionSettings
 from vmshadow.domain.codec import indicator_id
 from vmshadow.domain.errors import BackendUnavailableError, InputError, Issue
@@ -52,6 +53,7 @@ class RefreshReport:
     loaded: int  # new or changed indicators added to the detector
     reloaded: int | None  # indicators in the rebuilt index, when this look was a full reload
     hunt: RetroHunt
+    rereview: Rereview = field(default_factory=Rereview)  # proposals that rested only on what was revoked
 
 
 class IntelRefresh:
@@ -114,7 +116,10 @@ class IntelRefresh:
         )
         if hunt.findings or hunt.proposals:
             self.on_stored(hunt.findings, hunt.proposals)
-        return RefreshReport(len(fresh), reloaded, hunt)
+        rereview = rereview_revoked(self.store, [i for i in fresh if i.revoked], now)
+        if rereview.alerts:
+            self.on_stored([], rereview.alerts)
+        return RefreshReport(len(fresh), reloaded, hunt, rereview)
 
 
 def live_indicators(store: Store, now: datetime) -> list[Indicator]:
