@@ -4,7 +4,8 @@
     python scripts/regen_golden_nft.py --check  # only list the stale ones; exit 1 if there are any
 
 tests/golden/nft/<case>/input.yaml is a TMR file; expected.json is the document `compile_tmrset` makes of it with
-the fixed `AT`, `VERSION` and `PORTS` below (a timeout in expected.json is counted from `AT`).
+the fixed `AT`, `VERSION` and `PORTS` below (a timeout in expected.json is counted from `AT`). An optional
+staged.txt names TMRs of input.yaml (one id a line) that are staged instead of in force, as proposal `prop-<id>`.
 tests/golden/test_nft_compiler.py compares both and has `nft -c` check every expected.json.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,10 +21,12 @@ from golden_sync import arguments, sync
 
 from vmshadow.config.tmr_file import parse_tmr_text
 from vmshadow.enforcement.nft_compiler import compile_tmrset
+from vmshadow.ports.enforcer import StagedRule
 
 CASES = Path(__file__).resolve().parent.parent / "tests" / "golden" / "nft"
 INPUT = "input.yaml"
 EXPECTED = "expected.json"
+STAGED = "staged.txt"
 AT = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 VERSION = 7
 PORTS = ("vnet1", "vnet2", "vnet3", "vmsbr0p1")
@@ -35,7 +39,10 @@ def case_dirs(root: Path = CASES) -> list[Path]:
 def render_case(case: Path) -> str:
     """The compiled document of a case's input, as expected.json holds it."""
     tmrset = parse_tmr_text((case / INPUT).read_text(encoding="utf-8"), INPUT)
-    document = compile_tmrset(tmrset, ports=PORTS, at=AT, version=VERSION)
+    names = (case / STAGED).read_text(encoding="utf-8").split() if (case / STAGED).exists() else []
+    staged = [StagedRule(f"prop-{t.id}", t) for t in tmrset.tmrs if t.id in names]
+    tmrset = replace(tmrset, tmrs=tuple(t for t in tmrset.tmrs if t.id not in names))
+    document = compile_tmrset(tmrset, ports=PORTS, at=AT, version=VERSION, staged=staged)
     return dump(document)
 
 

@@ -35,6 +35,7 @@ from vmshadow.domain.tmr import TMR, Action, Endpoint, EndpointKind, TMRSet
 from vmshadow.domain.vmn import VMN, Group
 from vmshadow.enforcement import nft_compiler as compiler
 from vmshadow.enforcement.nft_compiler import compile_tmrset
+from vmshadow.ports.enforcer import StagedRule
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,7 +101,8 @@ def test_nft_check_does_refuse_a_broken_document(nft_namespace: str, tmp_path: P
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_case_directory_holds_input_and_expected_only(case: Path) -> None:
-    assert sorted(p.name for p in case.iterdir()) == sorted([regen.INPUT, regen.EXPECTED])
+    optional = [regen.STAGED] if (case / regen.STAGED).exists() else []
+    assert sorted(p.name for p in case.iterdir()) == sorted([regen.INPUT, regen.EXPECTED, *optional])
 
 
 def test_regen_check_reports_nothing_stale(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,6 +113,7 @@ def test_regen_check_reports_nothing_stale(capsys: pytest.CaptureFixture[str]) -
 def test_the_cases_cover_the_features() -> None:
     names = {case.name for case in CASES}
     assert {"groups", "vmns", "networks", "ports", "protocols", "vmn_defaults", "temporary", "priorities"} <= names
+    assert "staged" in names
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,44 @@ def test_overlapping_tmrs_are_looked_up_in_priority_order_the_rest_share_a_layer
     ]
     assert lookups == ["@tmrs_0_1", "@tmrs_0_2", "@tmrs_1_1"]  # layer 0: the allow set, the deny set; then layer 1
     assert {e.comment: e.verdict for e in elements}["tmr second-b"] == "allow"
+
+
+def test_staged_rules_count_in_chains_of_their_own_at_their_place_in_priority_order() -> None:
+    document = _case_document("staged")
+    staged = compiler.staged_maps(document)
+    elements = [(e["elem"]["comment"], name, e["elem"].get("timeout")) for name, m in staged.items() for e in m["elem"]]
+    assert sorted(elements) == [  # stage-early: one element per identifier of vm1 (address, MAC), two sets
+        ("staged prop-stage-early", "staged_1_1", None),
+        ("staged prop-stage-early", "staged_1_2", None),
+        ("staged prop-stage-exception", "staged_2_1", 30),  # a kernel timeout: 30 s left
+        ("staged prop-stage-late", "staged_3_1", None),
+    ]
+    assert "staged prop-stage-early" not in compiler.tmr_element_comments(document)
+    lookups = [(r["comment"], r["expr"]) for r in compiler.rules_of(document) if r["comment"].startswith("vmshadow ")][
+        9:
+    ]  # after unmanaged ports, arp, nd and the six reply rules
+    assert [(c, next(iter(e[-1]))) for c, e in lookups] == [
+        ("vmshadow staged 0", "jump"),  # stage-early: before the allow it overlaps, it counts all it matches
+        ("vmshadow tmrs 1", "jump"),  # allow-ssh
+        ("vmshadow staged 2", "jump"),  # stage-exception
+        ("vmshadow tmrs 3", "drop"),  # deny-web, a layer above the staged exception it overlaps
+        ("vmshadow staged 4", "jump"),  # stage-late: only what allow-ssh and deny-web leave undecided
+    ]
+    # a staged jump takes no verdict of its own; its chain's lookups return on the first element found
+    assert [e for c, e in lookups if "staged" in c] == [[{"jump": {"target": f"staged_{n}"}}] for n in (1, 2, 3)]
+    for n in (1, 2, 3):
+        assert all(r["expr"][-1] == {"return": None} for r in compiler.rules_of(document, f"staged_{n}"))
+    assert all(m["stmt"] == [{"counter": None}] for m in staged.values())
+    assert compiler.staged_id_of("staged prop-1") == "prop-1"
+    assert compiler.staged_id_of("tmr prop-1") is None
+
+
+def test_without_staged_rules_the_document_is_unchanged() -> None:
+    tmrset = parse_tmr_text((regen.CASES / "staged" / regen.INPUT).read_text(encoding="utf-8"), "input.yaml")
+    assert compile_tmrset(tmrset, ports=["p"], at=AT, version=1, staged=()) == compile_tmrset(
+        tmrset, ports=["p"], at=AT, version=1
+    )
+    assert compiler.staged_maps(compile_tmrset(tmrset, ports=["p"], at=AT, version=1)) == {}
 
 
 def test_vmn_defaults_come_after_tmrs_sources_before_destinations() -> None:
@@ -300,19 +341,30 @@ class Kernel:
     """Runs a packet through the base chain of a compiled document (first match wins, no flow open yet)."""
 
     def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
         self.sets = compiler.sets_of(document)
         self.rules = compiler.rules_of(document)
 
     def decide(self, packet: Packet) -> tuple[str, str]:
         """The verdict and the comment of what decided: a rule's, or the TMR element's for a map lookup."""
+        verdict, comment, _ = self.run(packet)
+        return verdict, comment
+
+    def run(self, packet: Packet) -> tuple[str, str, list[str]]:
+        """`decide`, and the comments of the staged elements that counted the packet on its way."""
+        counted: list[str] = []
         for rule in self.rules:
             if rule.get("comment") == compiler.REPLIES_COMMENT:
                 continue  # the reply sets are empty: no flow is open
+            if rule.get("comment", "").startswith(compiler.STAGED_COMMENT_PREFIX):
+                assert len(rule["expr"]) == 1, "a staged lookup takes no verdict"
+                counted += self._staged(rule["expr"][0]["jump"]["target"], packet)
+                continue
             decided = self._rule(rule["expr"], packet)
             if decided is not None:
                 verdict, comment = decided
-                return verdict, comment if comment is not None else rule.get("comment", "")
-        return "accept", "policy"
+                return verdict, comment if comment is not None else rule.get("comment", ""), counted
+        return "accept", "policy", counted
 
     def _rule(self, exprs: list[dict[str, Any]], packet: Packet) -> tuple[str, str | None] | None:
         element: str | None = None  # the comment of the TMR element a set lookup found
@@ -337,6 +389,18 @@ class Kernel:
             else:  # pragma: no cover - the compiler writes nothing else
                 raise AssertionError(expr)
         return None
+
+    def _staged(self, chain: str, packet: Packet) -> list[str]:
+        """A staged rule's chain: lookups that return on the first element found (counted once)."""
+        for rule in compiler.rules_of(self.document, chain):
+            assert [next(iter(e)) for e in rule["expr"]] == ["match", "return"], rule
+            try:
+                element = self._lookup(rule["expr"][0]["match"], packet)
+            except _NoMatchError:
+                continue
+            if element is not None:
+                return [element]
+        return []
 
     @staticmethod
     def _verdict(expr: dict[str, Any]) -> str:
@@ -537,6 +601,44 @@ def test_many_tmrs_in_few_layers_decide_as_the_evaluator(tmrset: TMRSet, batch: 
         verdict, comment = kernel.decide(packet)
         expected = tmrset.evaluate(packet, AT)
         assert (verdict, compiler.tmr_id_of(comment)) == (str(expected.action), expected.tmr_id), packet
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tmrset=tmrsets(most=12),
+    staged_rules=st.lists(st.integers(0, 99).flatmap(tmrs), max_size=3),
+    batch=st.lists(packets(), min_size=1, max_size=30),
+)
+def test_staged_rules_count_what_they_would_decide_and_decide_nothing(
+    tmrset: TMRSet, staged_rules: list[TMR], batch: list[Packet]
+) -> None:
+    """A staged rule never changes a verdict, and counts a packet exactly when, added to the TMRs in force, it
+    would be the TMR that decides it (each staged rule on its own: staged rules do not hide each other)."""
+    staged = [StagedRule(f"prop-{i}", rule) for i, rule in enumerate(staged_rules)]
+    kernel = Kernel(compile_tmrset(tmrset, ports=PORTS_MANAGED, at=AT, version=1, staged=staged))
+    for packet in batch:
+        verdict, comment, counted = kernel.run(packet)
+        expected = tmrset.evaluate(packet, AT)
+        assert (verdict, compiler.tmr_id_of(comment)) == (str(expected.action), expected.tmr_id), packet
+        would = [
+            compiler.staged_comment(s.proposal_id)
+            for s in staged
+            if tmrset.with_tmr(replace(s.rule, id="~staged")).evaluate(packet, AT).tmr_id == "~staged"
+        ]
+        assert sorted(counted) == sorted(would), (packet, counted, would)
+
+
+def test_the_staged_oracle_can_tell_a_rule_that_decides() -> None:
+    """The interpreter notices a staged lookup that takes a verdict."""
+    staged = [StagedRule("prop-x", TMR("x", 1, Endpoint.vmn("a"), Endpoint.any(), Action.DENY))]
+    document = compile_tmrset(TMRSet(vmns=VMNS), ports=PORTS_MANAGED, at=AT, version=1, staged=staged)
+    packet = Packet("vnet1", "vnet7", "02:00:00:00:00:01", "02:00:00:00:00:99", _ip("198.18.0.1"),
+                    _ip("198.18.9.9"), 6, 80, "a", None)  # fmt: skip
+    assert Kernel(document).run(packet) == ("allow", "default", ["staged prop-x"])
+    for rule in compiler.rules_of(document, "staged_1"):
+        rule["expr"][-1] = {"drop": None}
+    with pytest.raises(AssertionError, match="drop"):
+        Kernel(document).run(packet)
 
 
 def test_the_oracle_can_tell_a_wrong_order() -> None:

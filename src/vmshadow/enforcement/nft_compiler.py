@@ -89,6 +89,7 @@ from vmshadow.domain.net import IPNetwork, PortRange, Protocol, normalize_ports
 from vmshadow.domain.tmr import TMR, Action, Endpoint, EndpointKind, TMRSet
 from vmshadow.domain.vmn import VMN, Group
 from vmshadow.enforcement.nft_layers import Block, Box, Side, assign_layers, range_blocks
+from vmshadow.ports.enforcer import StagedRule
 
 JSON = dict[str, Any]
 
@@ -98,6 +99,7 @@ CHAIN = "forward"
 ALLOWED_CHAIN = "allowed"
 PORTS_SET = "bridge_ports"
 TMR_MAP_PREFIX = "tmrs_"
+STAGED_MAP_PREFIX = "staged_"
 REPLY_SETS = {4: ("reply4", "reply4n"), 6: ("reply6", "reply6n")}
 REPLY_TIMEOUT_S = 300
 REPLY_SET_SIZE = 65536
@@ -106,6 +108,8 @@ MAX_COMMENT_BYTES = 128  # libnftnl's limit for a rule or element comment
 VERSION_PREFIX = "vmshadow version "
 TMR_PREFIX = "tmr "
 TMRS_COMMENT_PREFIX = "vmshadow tmrs "
+STAGED_PREFIX = "staged "
+STAGED_COMMENT_PREFIX = "vmshadow staged "
 DEFAULT_COMMENT = "default"
 REPLIES_COMMENT = "vmshadow replies"
 UNMANAGED_COMMENT = "vmshadow unmanaged ports"
@@ -136,8 +140,20 @@ def tmr_id_of(comment: str) -> str | None:
     return comment[len(TMR_PREFIX) :] if comment.startswith(TMR_PREFIX) else None
 
 
-def compile_tmrset(tmrset: TMRSet, *, ports: Sequence[str], at: datetime, version: int) -> JSON:
-    """The nftables JSON document that puts `tmrset` in force as `version`, for the moment `at`.
+def staged_comment(proposal_id: str) -> str:
+    return f"{STAGED_PREFIX}{proposal_id}"
+
+
+def staged_id_of(comment: str) -> str | None:
+    """The proposal id a staged element's comment names, or None."""
+    return comment[len(STAGED_PREFIX) :] if comment.startswith(STAGED_PREFIX) else None
+
+
+def compile_tmrset(
+    tmrset: TMRSet, *, ports: Sequence[str], at: datetime, version: int, staged: Sequence[StagedRule] = ()
+) -> JSON:
+    """The nftables JSON document that puts `tmrset` in force as `version`, for the moment `at`, with the `staged`
+    proposals' rules counting only.
 
     `ports` are the bridge ports vmshadow manages (frames entering elsewhere are let through untouched). The result
     depends only on the arguments. Raises `InputError` when a name or id cannot be carried into nftables.
@@ -145,7 +161,7 @@ def compile_tmrset(tmrset: TMRSet, *, ports: Sequence[str], at: datetime, versio
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
     with without_gc():
-        return _Compiler(tmrset, ports, at, version).document()
+        return _Compiler(tmrset, ports, at, version, staged).document()
 
 
 @contextmanager
@@ -209,6 +225,11 @@ def temporary_maps(document: JSON) -> dict[str, JSON]:
     return {name: m for name, m in tmr_maps(document).items() if "timeout" in m.get("flags", [])}
 
 
+def staged_maps(document: JSON) -> dict[str, JSON]:
+    """The sets that hold the staged (counting-only) rules' elements, by name."""
+    return {found["name"]: found for found in _objects(document, "set") if found["name"].startswith(STAGED_MAP_PREFIX)}
+
+
 def map_elements(found: JSON) -> list[JSON]:
     """The ``elem`` objects (val, comment, timeout, counter) of a TMR set in a document or a listing."""
     out: list[JSON] = []
@@ -224,8 +245,8 @@ def tmr_element_comments(document: JSON) -> list[str]:
 
 
 def counters_of(listing: JSON) -> dict[str, tuple[int, int]]:
-    """(packets, bytes) per comment: the rules' counters of the base chain and the TMR elements' counters, summed
-    over the rules or elements that share a comment."""
+    """(packets, bytes) per comment: the rules' counters of the base chain and the TMR and staged elements'
+    counters (``tmr <id>``, ``staged <proposal id>``), summed over the rules or elements that share a comment."""
     out: dict[str, tuple[int, int]] = {}
 
     def add(comment: str, counter: JSON) -> None:
@@ -237,7 +258,7 @@ def counters_of(listing: JSON) -> dict[str, tuple[int, int]]:
             counter = expr.get("counter") if isinstance(expr, dict) else None
             if isinstance(counter, dict):
                 add(rule.get("comment", ""), counter)
-    for found in tmr_maps(listing).values():
+    for found in [*tmr_maps(listing).values(), *staged_maps(listing).values()]:
         for element in map_elements(found):
             if isinstance(element.get("counter"), dict):
                 add(element.get("comment", ""), element["counter"])
@@ -263,7 +284,7 @@ def _counter() -> JSON:
     return {"counter": None}
 
 
-def _verdict(action: Action) -> JSON:
+def _verdict(action: Action | None) -> JSON:
     return {"jump": {"target": ALLOWED_CHAIN}} if action is Action.ALLOW else {"drop": None}
 
 
@@ -375,15 +396,25 @@ class _Element(NamedTuple):
 @dataclass(slots=True)
 class _Map:
     """One TMR set: the elements of one layer, key shape, expiry and action (the rule that looks it up drops or
-    jumps to ``allowed``)."""
+    jumps to ``allowed``; no action: a staged set, whose rule only counts)."""
 
     name: str
     shape: tuple[str, ...]
     layer: int
     timeout: bool
-    action: Action
+    action: Action | None
     entries: list[Any]
     interval: bool = False
+
+
+@dataclass(slots=True)
+class _StagedChain:
+    """A staged rule: its chain (looked up in its layer by a jump), its comment and its sets, one per key shape."""
+
+    name: str
+    layer: int
+    comment: str
+    sets: list[_Map]
 
 
 _KINDS = ("if", "mac", "ip4", "ip6")
@@ -391,8 +422,11 @@ _SET_TYPES = {"if": "ifname", "mac": "ether_addr", "ip4": "ipv4_addr", "ip6": "i
 
 
 class _Compiler:
-    def __init__(self, tmrset: TMRSet, ports: Sequence[str], at: datetime, version: int) -> None:
+    def __init__(
+        self, tmrset: TMRSet, ports: Sequence[str], at: datetime, version: int, staged: Sequence[StagedRule] = ()
+    ) -> None:
         self.tmrset = tmrset
+        self.staged = tuple(staged)
         self.ports = sorted(set(ports))
         self.at = at
         self.version = version
@@ -418,8 +452,9 @@ class _Compiler:
             self._group(group)
         self._reply_sets()
         self._allowed_chain()  # before the maps: their elements jump to it
-        maps = self._tmr_maps()
-        rules = self._rules(maps)
+        maps, staged = self._tmr_maps()
+        self._staged_chains(staged)  # before the base chain's rules: they jump to them
+        rules = self._rules(maps, staged)
         if self.issues:
             raise InputError(self.issues)
         self.items.append(
@@ -505,17 +540,26 @@ class _Compiler:
 
     # TMR maps
 
-    def _tmr_maps(self) -> list[_Map]:
-        """Every TMR's elements, in maps by layer, key shape and expiry; the maps added to the document."""
-        kept: list[tuple[TMR, str, int | None, list[_Element]]] = []
-        for tmr in self.tmrset.tmrs:
-            comment = tmr_comment(tmr.id)
+    def _tmr_maps(self) -> tuple[list[_Map], list[_StagedChain]]:
+        """Every TMR's elements, in maps by layer, key shape and expiry; the maps added to the document. Staged rules
+        take their place in priority order (after the TMRs of equal priority, as `TMRSet.with_tmr` puts them) and
+        their elements go to counting-only sets of their own."""
+        ordered_rules = sorted(
+            [(t.priority, 0, i, t, tmr_comment(t.id), None) for i, t in enumerate(self.tmrset.tmrs)]
+            + [(s.rule.priority, 1, i, s.rule, staged_comment(s.proposal_id), s) for i, s in enumerate(self.staged)],
+            key=lambda item: item[:3],
+        )
+        kept: list[tuple[TMR, str, int | None, list[_Element], bool]] = []
+        for _, _, _, tmr, comment, staged_rule in ordered_rules:
             if len(comment.encode()) > MAX_COMMENT_BYTES:
+                what = "tmrs" if staged_rule is None else "staged"
+                name = tmr.id if staged_rule is None else staged_rule.proposal_id
+                limit = MAX_COMMENT_BYTES - len(comment) + len(name)
                 self.issues.append(
                     Issue(
                         source="tmrset",
-                        field=f"tmrs.{tmr.id}",
-                        message=f"the id is too long for an nftables comment (at most {MAX_COMMENT_BYTES - 4} bytes)",
+                        field=f"{what}.{name}",
+                        message=f"the id is too long for an nftables comment (at most {limit} bytes)",
                     )
                 )
                 continue
@@ -524,38 +568,68 @@ class _Compiler:
                 continue
             elements = self._elements(tmr)
             if elements:
-                kept.append((tmr, comment, timeout, elements))
-        layers = assign_layers([[e.box for e in elements] for _, _, _, elements in kept])
-        maps: dict[tuple[int, bool, tuple[str, ...], Action], _Map] = {}
-        for (tmr, comment, timeout, elements), layer in zip(kept, layers, strict=True):
+                kept.append((tmr, comment, timeout, elements, staged_rule is not None))
+        layers = assign_layers([[e.box for e in elements] for _, _, _, elements, _ in kept])
+        maps: dict[tuple[int, bool, tuple[str, ...], str], _Map] = {}
+        staged: list[tuple[int, str, dict[tuple[bool, tuple[str, ...]], _Map]]] = []
+        for (tmr, comment, timeout, elements, counting), layer in zip(kept, layers, strict=True):
+            own: dict[tuple[bool, tuple[str, ...]], _Map] = {}
+            if counting:
+                staged.append((layer, comment, own))
             for element in elements:
-                key = (layer, timeout is not None, element.shape, tmr.action)
-                found = maps.get(key)
+                found = own.get((timeout is not None, element.shape)) if counting else None
+                if not counting:
+                    found = maps.get((layer, timeout is not None, element.shape, tmr.action))
                 if found is None:
-                    found = maps[key] = _Map("", element.shape, layer, timeout is not None, tmr.action, [])
+                    action = None if counting else tmr.action
+                    found = _Map("", element.shape, layer, timeout is not None, action, [])
+                    if counting:
+                        own[(timeout is not None, element.shape)] = found
+                    else:
+                        maps[(layer, timeout is not None, element.shape, tmr.action)] = found
                 body: JSON = {"val": element.value, "comment": comment}
                 if timeout is not None:
                     body["timeout"] = timeout
                 found.entries.append({"elem": body})
                 found.interval = found.interval or element.interval
-        ordered = sorted(maps.values(), key=lambda m: (m.layer, m.timeout, m.shape, m.action))
+        ordered = [maps[key] for key in sorted(maps)]
         counts: dict[int, int] = {}
         for found in ordered:
             counts[found.layer] = counts.get(found.layer, 0) + 1
             found.name = f"{TMR_MAP_PREFIX}{found.layer}_{counts[found.layer]}"
-            types = [_FIELDS[code][1] for code in found.shape]
-            flags = [f for f, on in (("interval", found.interval), ("timeout", found.timeout)) if on]
-            body = {
-                "family": FAMILY,
-                "table": TABLE,
-                "name": found.name,
-                "type": types[0] if len(types) == 1 else types,
-                **({"flags": flags} if flags else {}),
-                "stmt": [_counter()],
-                "elem": found.entries,
-            }
-            self.items.append({"add": {"set": body}})
-        return ordered
+            self._tmr_set(found)
+        chains: list[_StagedChain] = []
+        for number, (layer, comment, own) in enumerate(sorted(staged, key=lambda item: item[0]), 1):
+            chain = _StagedChain(f"{STAGED_MAP_PREFIX}{number}", layer, comment, [own[k] for k in sorted(own)])
+            for n, found in enumerate(chain.sets, 1):
+                found.name = f"{chain.name}_{n}"
+                self._tmr_set(found)
+            chains.append(chain)
+        return ordered, chains
+
+    def _tmr_set(self, found: _Map) -> None:
+        types = [_FIELDS[code][1] for code in found.shape]
+        flags = [f for f, on in (("interval", found.interval), ("timeout", found.timeout)) if on]
+        body = {
+            "family": FAMILY,
+            "table": TABLE,
+            "name": found.name,
+            "type": types[0] if len(types) == 1 else types,
+            **({"flags": flags} if flags else {}),
+            "stmt": [_counter()],
+            "elem": found.entries,
+        }
+        self.items.append({"add": {"set": body}})
+
+    def _staged_chains(self, chains: Sequence[_StagedChain]) -> None:
+        """One chain per staged rule: a lookup per key shape that returns on the first element found, so that its
+        counter counts the packet once however many of the rule's identifiers it carries."""
+        for chain in chains:
+            self.items.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": chain.name}}})
+            for found in chain.sets:
+                fields = [_FIELDS[code][0] for code in found.shape]
+                key = fields[0] if len(fields) == 1 else {"concat": fields}
+                self._rule(chain.name, [_match(key, f"@{found.name}"), {"return": None}], chain.comment)
 
     def _timeout_s(self, tmr: TMR) -> int | None:
         """Whole seconds left at `at` (None: no expiry); 0 means leave the TMR out."""
@@ -672,7 +746,7 @@ class _Compiler:
             )
         self._rule(ALLOWED_CHAIN, [{"accept": None}])
 
-    def _rules(self, maps: Sequence[_Map]) -> list[tuple[str, list[JSON]]]:
+    def _rules(self, maps: Sequence[_Map], staged: Sequence[_StagedChain]) -> list[tuple[str, list[JSON]]]:
         rules: list[tuple[str, list[JSON]]] = [
             (UNMANAGED_COMMENT, [_match(_meta("iifname"), f"@{PORTS_SET}", "!="), {"accept": None}]),
             ("vmshadow arp", [_match(_meta("protocol"), "arp"), {"accept": None}]),
@@ -712,12 +786,20 @@ class _Compiler:
                     ],
                 ),
             ]
+        lookups: list[tuple[int, int, str, list[JSON]]] = []
         for found in maps:
             fields = [_FIELDS[code][0] for code in found.shape]
             key = fields[0] if len(fields) == 1 else {"concat": fields}
-            rules.append(
-                (f"{TMRS_COMMENT_PREFIX}{found.layer}", [_match(key, f"@{found.name}"), _verdict(found.action)])
+            lookups.append(
+                (found.layer, 0, f"{TMRS_COMMENT_PREFIX}{found.layer}", [_match(key, f"@{found.name}"),
+                                                                          _verdict(found.action)])
+            )  # fmt: skip
+        for chain in staged:  # counts in its own chain and comes back: the packet goes on
+            lookups.append(
+                (chain.layer, 1, f"{STAGED_COMMENT_PREFIX}{chain.layer}", [{"jump": {"target": chain.name}}])
             )
+        lookups.sort(key=lambda item: item[:2])  # stable: the sets of a layer keep their order
+        rules += [(comment, exprs) for _, _, comment, exprs in lookups]
         for side in ("src", "dst"):
             for name, action in self.tmrset.vmn_defaults.items():
                 for expr in self._default_matches(name, side):

@@ -8,7 +8,7 @@ from tests.factories import T0, make_rule
 from vmshadow.domain.errors import EnforcementError
 from vmshadow.domain.tmr import TMRSet
 from vmshadow.enforcement.recording import RecordingEnforcer
-from vmshadow.ports.enforcer import Enforcer
+from vmshadow.ports.enforcer import Enforcer, StagedRule
 
 
 def test_versions_rollback_and_counters() -> None:
@@ -27,3 +27,23 @@ def test_versions_rollback_and_counters() -> None:
     assert enforcer.counters() == {"tmr-1": 5}
     with pytest.raises(EnforcementError, match="no version 9"):
         enforcer.rollback(9, T0)
+
+
+def test_staged_rules_are_kept_with_their_counts_until_an_apply_names_others() -> None:
+    enforcer = RecordingEnforcer()
+    rule = make_rule(1, src=make_rule().dst)
+    staged = StagedRule("prop-1", rule)
+    enforcer.apply(TMRSet(), T0, [staged])
+    enforcer.record_staged_hit("prop-1", 4)
+    kept = enforcer.apply(TMRSet(), T0)  # None: the staged rules in force stay, with their counts
+    assert kept.staged == (staged,)
+    assert enforcer.staged_counters() == {"prop-1": 4}
+    assert enforcer.rollback(1, T0).staged == (staged,)  # a rollback keeps the staged rules of now
+    assert enforcer.staged_counters() == {"prop-1": 4}
+    edited = StagedRule("prop-1", make_rule(1, src=make_rule().dst, priority=7))
+    enforcer.apply(TMRSet(), T0, [edited])  # another rule under the same proposal counts from zero
+    assert enforcer.staged_counters() == {"prop-1": 0}
+    enforcer.apply(TMRSet(), T0, [])
+    assert enforcer.staged_counters() == {}
+    with pytest.raises(EnforcementError, match="not staged"):
+        enforcer.record_staged_hit("prop-1")
