@@ -5,6 +5,7 @@
   `full_reload_s` it rebuilds the detector's index from the store, so deleted and expired indicators leave.
 - `TAXIIPolling`: polls one configured TAXII 2.1 collection from where it stopped (cursor file in `state_dir`).
 - `FeedFetching`: fetches one list/STIX/MISP URL (conditional GET: ETag / Last-Modified).
+- `MISPFeedPolling`: pulls a MISP feed directory (manifest, then the events changed since its last pull).
 
 Each duty raises on failure (the service shows the error in its status file and runs it again at its next turn);
 a feed or collection that keeps failing is asked less often: after n failures in a row, 2**n - 1 turns are
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from vmshadow.domain.codec import indicator_id
 from vmshadow.domain.errors import BackendUnavailableError, InputError, Issue
 from vmshadow.domain.indicator import Indicator
 from vmshadow.domain.tmr import TMRSet
-from vmshadow.intel.misp import parse_misp_event
+from vmshadow.intel.misp import parse_misp_event, parse_misp_manifest
 from vmshadow.intel.plain_list import parse_plain_list
 from vmshadow.intel.result import IntelImport
 from vmshadow.intel.stix import parse_stix_bundle
@@ -260,6 +261,90 @@ class FeedFetching:
         return stored
 
 
+@dataclass
+class MISPFeedPolling:
+    """Pulls a MISP feed directory: its `manifest.json`, then each event changed since the last pull, oldest first.
+
+    The position (the newest event timestamp stored) is kept in `<state_dir>/misp-<name>.json` and written after
+    each event's indicators are stored, so a failure part-way (an event not reachable) resumes at that event. Each
+    event is a document of its own: one with any error stores nothing and is reported once (the position moves
+    past it, as a TAXII cursor does; fetching it again would not repair it). A manifest with any error stores
+    nothing at all.
+    """
+
+    feed: FeedURLSettings
+    store: Store
+    state_dir: Path
+    clock: Clock
+    session: requests.Session = field(default_factory=requests.Session)
+    timeout_s: float = FETCH_TIMEOUT_S
+    backoff: _Backoff = field(default_factory=_Backoff)
+
+    def periodic(self) -> Periodic:
+        return Periodic(f"intel.feed.{self.feed.name}", self.feed.every_s, self.__call__)
+
+    @property
+    def position_path(self) -> Path:
+        return self.state_dir / f"misp-{self.feed.name}.json"
+
+    def __call__(self) -> int:
+        if self.backoff.should_skip():
+            return 0
+        try:
+            stored = self._pull()
+        except Exception:
+            self.backoff.failed()
+            raise
+        self.backoff.succeeded()
+        return stored
+
+    def _get(self, url: str) -> bytes:
+        try:
+            response = self.session.get(url, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise BackendUnavailableError(f"feed {self.feed.name}: {url} not reachable: {exc}") from None
+        if response.status_code != 200:
+            raise BackendUnavailableError(f"feed {self.feed.name}: {url} answered {response.status_code}")
+        return response.content
+
+    def _pull(self) -> int:
+        base = self.feed.url if self.feed.url.endswith("/") else self.feed.url + "/"
+        manifest_url = base + "manifest.json"
+        manifest = parse_misp_manifest(self._get(manifest_url), manifest_url)
+        if manifest.errors:
+            raise InputError(manifest.errors)
+        stored, bad = 0, list[Issue]()
+        for event in manifest.changed_since(self._position()):
+            event_url = f"{base}{event.uuid}.json"
+            result = parse_misp_event(self._get(event_url), self.feed.name)
+            if result.errors:
+                bad.extend(replace(e, source=event_url) for e in result.errors)
+            else:
+                stored += self.store.save_indicators(result.indicators, at=self.clock())
+            if event.timestamp is not None:
+                self._advance(event.timestamp)  # only once what it covers is stored
+        if bad:
+            raise InputError(bad)
+        return stored
+
+    def _position(self) -> datetime | None:
+        try:
+            return datetime.fromisoformat(json.loads(self.position_path.read_text())["timestamp"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(Issue(str(self.position_path), f"unreadable MISP feed position: {exc}")) from None
+
+    def _advance(self, timestamp: datetime) -> None:
+        current = self._position()
+        if current is not None and current >= timestamp:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.position_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"url": self.feed.url, "timestamp": timestamp.isoformat()}))
+        tmp.replace(self.position_path)
+
+
 def _parse(feed: FeedURLSettings, content: bytes) -> IntelImport:
     if feed.format is FeedFormat.STIX:
         return parse_stix_bundle(content, feed.name, location=feed.url)
@@ -286,5 +371,9 @@ def intel_duties(
     refresh = IntelRefresh(store, detectors, settings, clock=clock, tmrset=tmrset, trust=trust, on_stored=on_stored)
     duties = [refresh.periodic()]
     duties += [TAXIIPolling(c, store, settings.state_dir, clock).periodic() for c in settings.taxii]
-    duties += [FeedFetching(f, store, clock).periodic() for f in settings.feeds]
+    for f in settings.feeds:
+        if f.format is FeedFormat.MISP_FEED:
+            duties.append(MISPFeedPolling(f, store, settings.state_dir, clock).periodic())
+        else:
+            duties.append(FeedFetching(f, store, clock).periodic())
     return duties

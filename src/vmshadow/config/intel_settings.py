@@ -11,12 +11,16 @@
       default: {trust: 1.0}      # sources not named below
       sources:
         - {source: "ipsum*", trust: 0.6, half_life_days: 7}   # "name" or "prefix*"; first match wins
-      state_dir: var/intel       # TAXII cursors
+      state_dir: var/intel       # TAXII cursors, MISP feed positions
       taxii:
         - {name: cti, url: "https://taxii.example/api/collections/<id>/", every_s: 3600,
            user: vmshadow, password_env: TAXII_PASSWORD, verify: true}
       feeds:
         - {name: blocklist, url: "https://lists.example/level3.txt", format: list, every_s: 86400}
+        - {name: circl, url: "https://www.circl.lu/doc/misp/feed-osint/", format: misp-feed, every_s: 3600}
+
+Feed formats: `list` (plain/CSV lines), `stix` (one bundle), `misp` (one event), `misp-feed` (a MISP feed
+directory: its `manifest.json`, then each event changed since the last pull, `<uuid>.json`).
 
 A TAXII password is never written in the file: `password_env` names the environment variable holding it. The
 `name` of a collection or feed is the source of its indicators. Read by `config.settings`, which reports every
@@ -64,6 +68,7 @@ class FeedFormat(StrEnum):
     LIST = "list"
     STIX = "stix"
     MISP = "misp"
+    MISP_FEED = "misp-feed"  # a MISP feed directory: manifest.json, then each changed <uuid>.json
 
 
 @dataclass(frozen=True, slots=True)
