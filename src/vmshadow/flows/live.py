@@ -227,12 +227,34 @@ class LiveSource:
 
     def start(self) -> None:
         for p in self.ports:
-            args = (p, self.vmn_map, self.snapshot_length, self._queue, self._counters[p.reader], self._errors)
-            proc = self._ctx.Process(target=_meter_port, args=(*args, self._stop), name=f"meter-{p.reader}")
-            proc.start()
-            self._procs.append(proc)
+            self._start_meter(p)
         self._beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         self._beat.start()
+
+    def add_port(self, port: MeteredPort, vmn_map: VMNMap | None = None) -> bool:
+        """Meter one more shadow port (a VMN that came up while the source runs); False if it is metered already.
+
+        `vmn_map` (the VMNs as they are now, the new one included) names the new meter's flows and every meter
+        started later; meters already running keep the map they started with, so a flow *to* the new VMN seen
+        by an older meter has its destination unnamed until the service restarts (the source side, the VMN
+        the shadow port belongs to, is always named).
+        """
+        if port.reader in self._counters:
+            return False
+        if vmn_map is not None:
+            self.vmn_map = vmn_map
+        self._counters[port.reader] = self._ctx.Array("q", 5, lock=False)
+        self._beats[port.reader] = 0
+        self.ports = [*self.ports, port]  # one assignment: the heartbeat thread and `health` see old or new
+        if self._beat is not None:  # started: meter it now, else `start` will
+            self._start_meter(port)
+        return True
+
+    def _start_meter(self, p: MeteredPort) -> None:
+        args = (p, self.vmn_map, self.snapshot_length, self._queue, self._counters[p.reader], self._errors)
+        proc = self._ctx.Process(target=_meter_port, args=(*args, self._stop), name=f"meter-{p.reader}")
+        proc.start()
+        self._procs.append(proc)
 
     def stop(self) -> None:
         """Stop metering. Flows still open inside the meters are lost (nfstream cannot flush them)."""
