@@ -72,19 +72,22 @@ def watched_bridge(options: ServiceOptions) -> str:
     return state.bridge
 
 
-def watched_vmns(options: ServiceOptions) -> list[Watched]:
-    """The VMNs to watch, each with its (idempotently attached) shadow port."""
+def bridge_vmns(options: ServiceOptions) -> tuple[list[VMN], bool]:
+    """The VMNs on the watched bridge now (the lab's, or discovered on `--bridge`), and whether their shadow ports
+    copy both directions."""
     if options.bridge is None:
         state = Lab().state()
         if state is None:
             raise InputError(Issue("run", "no lab is up and no --bridge given; run `vmshadow lab up` first"))
-        vmns = [h.vmn() for h in state.vmns]
-        both = state.both_directions
-    else:
-        vmns = discover_vmns(options.bridge, options.mapping_file)
-        both = options.both_directions
-        if not vmns:
-            raise InputError(Issue("run", f"no VMN interfaces on bridge {options.bridge}", field="bridge"))
+        return [h.vmn() for h in state.vmns], state.both_directions
+    vmns = discover_vmns(options.bridge, options.mapping_file)
+    if not vmns:
+        raise InputError(Issue("run", f"no VMN interfaces on bridge {options.bridge}", field="bridge"))
+    return vmns, options.both_directions
+
+
+def attach_watched(options: ServiceOptions, vmns: list[VMN], both: bool) -> list[Watched]:
+    """Each VMN with its (idempotently attached) shadow port, under the copy budget the options ask for."""
     asked = options.copy_budget
     # keep: each port's budget as the kernel has it (a VMN without a shadow port yet gets the default)
     kept = {p.vmn: p.budget for p in shadow_port.find_attached()} if isinstance(asked, KeepBudget) else {}
@@ -94,6 +97,11 @@ def watched_vmns(options: ServiceOptions) -> list[Watched]:
         port = shadow_port.attach(vmn.name, vmn.interfaces[0], both_directions=both, budget=budget)
         watched.append(Watched(vmn, port))
     return watched
+
+
+def watched_vmns(options: ServiceOptions) -> list[Watched]:
+    """The VMNs to watch, each with its (idempotently attached) shadow port."""
+    return attach_watched(options, *bridge_vmns(options))
 
 
 def with_watched(tmrset: TMRSet, watched: list[Watched]) -> TMRSet:
