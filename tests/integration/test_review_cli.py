@@ -199,3 +199,96 @@ def test_a_reprioritize_proposal_moves_the_tmr_in_force(net: netlab.Lab, tmp_pat
         assert in_force["in_force"] == 2
     finally:
         netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)
+
+
+def _staged_hits(db: Path, tm: list[str], pid: str) -> tuple[str, dict[str, object]]:
+    shown = vmshadow("proposals", "show", pid, *tm, "--json")
+    assert shown.exit_code == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    return data["state"], data["staged_hits"]
+
+
+def _table(net: netlab.Lab) -> str:
+    return netlab.run("ip", "netns", "exec", net.host_ns, "nft", "-t", "list", "table", "bridge", "vmshadow").stdout
+
+
+def test_a_staged_deny_counts_without_blocking_then_blocks_once_applied(net: netlab.Lab, tmp_path: Path) -> None:
+    vm1, vm2 = net.vmns
+    db = tmp_path / "v.db"
+    pid, tm = seed(net, tmp_path, db)
+    try:
+        assert _staged_hits(db, tm, pid) == ("proposed", None), "never staged: no staged hits"
+        staged = vmshadow("proposals", "stage", pid, *tm, "--actor", "alice", "--json")
+        assert staged.exit_code == 0, staged.stderr
+        answer = json.loads(staged.stdout)["applied"]
+        assert (answer["version"], answer["staged"]) == (2, 1)
+        assert "chain staged_1" in _table(net)
+        assert _staged_hits(db, tm, pid) == ("staged", {"packets": 0, "counting": True, "error": None})
+
+        assert vm1.connect(vm2.address, SERVICE), "a staged deny blocks nothing"
+        _, hits = _staged_hits(db, tm, pid)
+        first = int(hits["packets"])  # type: ignore[call-overload]
+        assert first > 0, "the staged rule counted vm1's packets to vm2"
+        assert vm2.connect(vm1.address, SERVICE), "the other direction is not the rule's"
+        assert _staged_hits(db, tm, pid)[1]["packets"] == first, "vm1's answers to vm2 are replies: not counted"
+
+        refused = vmshadow("proposals", "apply", pid, *tm)
+        assert refused.exit_code == 2
+        assert "cannot go from staged to applied" in refused.stderr
+        assert vmshadow("proposals", "approve", pid, "--db", db, "--actor", "alice").exit_code == 0
+        # another version (the same TMRs applied again) keeps the staged rule and carries its count over
+        assert vmshadow("tmrs", "apply", tmp_path / "tmrs.yaml", *tm).exit_code == 0
+        assert vm1.connect(vm2.address, SERVICE), "approved but not applied: still counting only"
+        state, hits = _staged_hits(db, tm, pid)
+        later = int(hits["packets"])  # type: ignore[call-overload]
+        assert (state, hits["counting"]) == ("approved", True)
+        assert later > first, "the count went on across versions"
+
+        applied = vmshadow("proposals", "apply", pid, *tm, "--actor", "alice", "--json")
+        assert applied.exit_code == 0, applied.stderr
+        assert json.loads(applied.stdout)["applied"]["staged"] == 0
+        assert not vm1.connect(vm2.address, SERVICE, timeout=BLOCKED_S), "applied: the deny blocks"
+        assert "staged" not in _table(net), "the counting rule went out with the apply"
+        state, hits = _staged_hits(db, tm, pid)
+        assert state == "applied"
+        assert hits is not None
+        assert hits["counting"] is False
+        assert int(hits["packets"]) >= later  # type: ignore[call-overload]
+        shown = json.loads(vmshadow("proposals", "show", pid, "--db", db, "--json").stdout)
+        assert shown["evidence"]["measured"]["staged_hits"] == hits["packets"]
+        assert shown["decisions"][-1]["reason"] == f"version 4; {hits['packets']} staged hits"
+    finally:
+        netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)
+
+
+def test_rejecting_a_staged_proposal_takes_its_counting_rule_out(net: netlab.Lab, tmp_path: Path) -> None:
+    vm1, vm2 = net.vmns
+    db = tmp_path / "v.db"
+    pid, tm = seed(net, tmp_path, db)
+    alert = make_proposal(5, kind=ProposalKind.ALERT, rule=None, summary="alert only")
+    with open_store(f"sqlite:///{db}") as store:
+        store.save_batch(proposals=[alert])
+    try:
+        refused = vmshadow("proposals", "stage", alert.id, *tm)
+        assert refused.exit_code == 2
+        assert "cannot be staged" in refused.stderr
+        assert vmshadow("proposals", "stage", pid, *tm).exit_code == 0
+        assert vm1.connect(vm2.address, SERVICE)
+        no_reason = vmshadow("proposals", "reject", pid, *tm)
+        assert no_reason.exit_code == 2, "a rejection needs a reason"
+        assert "chain staged_1" in _table(net), "a refused rejection leaves the rule counting"
+        rejected = vmshadow("proposals", "reject", pid, *tm, "--reason", "lab noise", "--json")
+        assert rejected.exit_code == 0, rejected.stderr
+        assert "staged" not in _table(net)
+        state, hits = _staged_hits(db, tm, pid)
+        assert state == "rejected"
+        assert hits is not None
+        assert hits["counting"] is False
+        assert int(hits["packets"]) > 0  # type: ignore[call-overload]
+        again = vmshadow("proposals", "stage", pid, *tm)
+        assert again.exit_code == 2
+        assert "cannot go from rejected to staged" in again.stderr
+        history = json.loads(vmshadow("tmrs", "history", *tm, "--json").stdout)
+        assert history["in_force"] == 3, "stage and unstage were one version each; refusals made none"
+    finally:
+        netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)

@@ -17,6 +17,7 @@ from vmshadow.app.review import (
     list_proposals,
     rollback_proposal,
     show_proposal,
+    stage_proposal,
 )
 from vmshadow.app.tm import TMSettings
 from vmshadow.domain.codec import proposal_to_json
@@ -54,8 +55,9 @@ def router(db_url: str, tm: TMSettings, tokens: Tokens) -> APIRouter:
 
     @r.get("/{proposal_id}")
     def show(proposal_id: str, who: Principal = viewer) -> dict[str, Any]:
-        reviewed = show_proposal(db_url, proposal_id)
+        reviewed = show_proposal(db_url, proposal_id, tm)
         data = proposal_to_json(reviewed.proposal)
+        data["staged_hits"] = None if reviewed.staged_hits is None else reviewed.staged_hits.to_json()
         data["decisions"] = [
             {"from": str(d.from_state), "to": str(d.to_state), "actor": d.actor, "at": d.decided_at.isoformat(),
              "reason": d.reason, "before": d.before, "after": d.after}
@@ -70,12 +72,14 @@ def router(db_url: str, tm: TMSettings, tokens: Tokens) -> APIRouter:
 
     @r.post("/{proposal_id}/reject")
     def reject(proposal_id: str, body: Reason, who: Principal = approver) -> dict[str, Any]:
-        moved = decide_proposal(db_url, proposal_id, ProposalState.REJECTED, actor=who.name, reason=body.reason)
+        moved = decide_proposal(db_url, proposal_id, ProposalState.REJECTED, actor=who.name, reason=body.reason, tm=tm)
         return proposal_to_json(moved)
 
     @r.post("/{proposal_id}/stage")
     def stage(proposal_id: str, who: Principal = analyst) -> dict[str, Any]:
-        return proposal_to_json(decide_proposal(db_url, proposal_id, ProposalState.STAGED, actor=who.name))
+        """The rule counts beside the TMRs in force (a new version), deciding nothing."""
+        moved, result = stage_proposal(tm, proposal_id, actor=who.name)
+        return {"proposal": proposal_to_json(moved), "applied": result.to_json()}
 
     @r.post("/{proposal_id}/edit")
     def edit(proposal_id: str, body: Edit, who: Principal = approver) -> dict[str, Any]:
@@ -88,6 +92,7 @@ def router(db_url: str, tm: TMSettings, tokens: Tokens) -> APIRouter:
             ports=None if body.ports is None else parse_ports(body.ports, "body"),
             expires_at=body.expires_at,
             comment=body.comment,
+            tm=tm,
         )
         return proposal_to_json(moved)
 

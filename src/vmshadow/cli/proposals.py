@@ -16,6 +16,7 @@ from vmshadow.app.review import (
     list_proposals,
     rollback_proposal,
     show_proposal,
+    stage_proposal,
 )
 from vmshadow.app.tm import DEFAULT_BRIDGE, DEFAULT_DB, ApplyResult, TMSettings
 from vmshadow.cli.analyze import db_url
@@ -30,6 +31,12 @@ app = typer.Typer(help="Review proposals: list, show, approve, reject, edit, sta
 Db = Annotated[str, typer.Option("--db", help="SQLite file path or database URL.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Actor = Annotated[str, typer.Option("--actor", help="Who decides (default: the OS user).")]
+Bridges = Annotated[list[str] | None, typer.Option("--bridge", help="Managed bridge (repeatable).")]
+Netns = Annotated[str | None, typer.Option("--netns", help="Run nft inside this network namespace.")]
+
+
+def _tm(db: str, bridge: list[str] | None, netns: str | None) -> TMSettings:
+    return TMSettings(db_url=db_url(db), bridges=tuple(bridge or [DEFAULT_BRIDGE]), netns=netns)
 
 
 def _me() -> str:
@@ -65,15 +72,20 @@ def list_(
 
 
 @app.command()
-def show(proposal_id: str, db: Db = DEFAULT_DB, as_json: Json = False) -> None:
-    """One proposal with its evidence, impact and every decision taken on it."""
+def show(
+    proposal_id: str, db: Db = DEFAULT_DB, bridge: Bridges = None, netns: Netns = None, as_json: Json = False
+) -> None:
+    """One proposal with its evidence, impact, staged hits and every decision taken on it (a staged rule's hits
+    are read from the kernel: --bridge/--netns say where)."""
     try:
-        reviewed = show_proposal(db_url(db), proposal_id)
+        reviewed = show_proposal(db_url(db), proposal_id, _tm(db, bridge, netns))
     except VmshadowError as exc:
         fail(exc)
     p = reviewed.proposal
+    staged = reviewed.staged_hits
     if as_json:
         data = proposal_to_json(p)
+        data["staged_hits"] = None if staged is None else staged.to_json()
         data["decisions"] = [
             {"from": str(d.from_state), "to": str(d.to_state), "actor": d.actor, "at": d.decided_at.isoformat(),
              "reason": d.reason, "before": d.before, "after": d.after}
@@ -90,6 +102,10 @@ def show(proposal_id: str, db: Db = DEFAULT_DB, as_json: Json = False) -> None:
         f"VMNs {', '.join(p.impact.vmns_affected) or '-'}",
         highlight=False,
     )
+    if staged is not None:
+        how = "counting now" if staged.counting else "counted while staged"
+        error = f" ({staged.error})" if staged.error else ""
+        console.print(f"  staged hits {staged.packets} packets, {how}{error}", highlight=False)
     console.print(f"  evidence  findings {', '.join(p.evidence.finding_ids)}", highlight=False)
     console.print(
         f"            flows {', '.join(p.evidence.community_ids[:5])}{' …' * (len(p.evidence.community_ids) > 5)}"
@@ -98,9 +114,12 @@ def show(proposal_id: str, db: Db = DEFAULT_DB, as_json: Json = False) -> None:
         console.print(f"  {d.decided_at:%Y-%m-%d %H:%M:%S} {d.actor}: {d.from_state} -> {d.to_state} {d.reason}")
 
 
-def _decide(proposal_id: str, target: ProposalState, db: str, actor: str, reason: str, as_json: bool) -> None:
+def _decide(
+    proposal_id: str, target: ProposalState, db: str, actor: str, reason: str, as_json: bool,
+    tm: TMSettings | None = None,
+) -> None:  # fmt: skip
     try:
-        moved = decide_proposal(db_url(db), proposal_id, target, actor=actor, reason=reason)
+        moved = decide_proposal(db_url(db), proposal_id, target, actor=actor, reason=reason, tm=tm)
     except VmshadowError as exc:
         fail(exc)
     if as_json:
@@ -114,23 +133,32 @@ def approve(
     proposal_id: str, reason: Annotated[str, typer.Option("--reason")] = "", db: Db = DEFAULT_DB,
     actor: Actor = "", as_json: Json = False,
 ) -> None:  # fmt: skip
-    """Approve a proposal (it is applied only by `proposals apply`)."""
+    """Approve a proposal (it is applied only by `proposals apply`; a staged rule keeps counting until then)."""
     _decide(proposal_id, ProposalState.APPROVED, db, actor or _me(), reason, as_json)
 
 
 @app.command()
 def reject(
     proposal_id: str, reason: Annotated[str, typer.Option("--reason", help="Required.")] = "", db: Db = DEFAULT_DB,
-    actor: Actor = "", as_json: Json = False,
+    bridge: Bridges = None, netns: Netns = None, actor: Actor = "", as_json: Json = False,
 ) -> None:  # fmt: skip
-    """Reject a proposal; a reason is required."""
-    _decide(proposal_id, ProposalState.REJECTED, db, actor or _me(), reason, as_json)
+    """Reject a proposal; a reason is required. A staged rule stops counting (a new TMR version without it)."""
+    _decide(proposal_id, ProposalState.REJECTED, db, actor or _me(), reason, as_json, _tm(db, bridge, netns))
 
 
 @app.command()
-def stage(proposal_id: str, db: Db = DEFAULT_DB, actor: Actor = "", as_json: Json = False) -> None:
-    """Mark a proposal staged (counting-only enforcement is planned; today this records the decision)."""
-    _decide(proposal_id, ProposalState.STAGED, db, actor or _me(), "", as_json)
+def stage(
+    proposal_id: str, db: Db = DEFAULT_DB, bridge: Bridges = None, netns: Netns = None, actor: Actor = "",
+    as_json: Json = False,
+) -> None:  # fmt: skip
+    """Stage a proposal: its rule counts the packets it would decide, beside the TMRs in force, deciding nothing
+    (a new TMR version); `proposals show` gives its staged hits."""
+    try:
+        moved, result = stage_proposal(_tm(db, bridge, netns), proposal_id, actor=actor or _me())
+    except VmshadowError as exc:
+        fail(exc)
+    line = f"{moved.id}: staged, counting in TMR version {result.version} (no packet is decided by it)"
+    _print_moved(moved, result, as_json, line)
 
 
 @app.command()
@@ -142,10 +170,13 @@ def edit(
     comment: Annotated[str | None, typer.Option("--comment")] = None,
     reason: Annotated[str, typer.Option("--reason")] = "",
     db: Db = DEFAULT_DB,
+    bridge: Bridges = None,
+    netns: Netns = None,
     actor: Actor = "",
     as_json: Json = False,
 ) -> None:
-    """Edit a proposal's rule (priority, ports, expiry, comment); the before/after is audited."""
+    """Edit a proposal's rule (priority, ports, expiry, comment); the before/after is audited. A staged rule stops
+    counting (stage the edited one again)."""
     try:
         moved = edit_proposal(
             db_url(db),
@@ -156,6 +187,7 @@ def edit(
             ports=None if ports is None else parse_ports([] if ports.strip() == "any" else ports.split(","), "--ports"),
             expires_at=None if expires_in is None else datetime.now(UTC) + timedelta(seconds=expires_in),
             comment=comment,
+            tm=_tm(db, bridge, netns),
         )
     except VmshadowError as exc:
         fail(exc)
@@ -166,16 +198,8 @@ def edit(
         console.print(f"{moved.id}: edited, rule now {moved.rule.describe()} (priority {moved.rule.priority})")
 
 
-Bridges = Annotated[list[str] | None, typer.Option("--bridge", help="Managed bridge (repeatable).")]
-Netns = Annotated[str | None, typer.Option("--netns", help="Run nft inside this network namespace.")]
-
-
-def _tm(db: str, bridge: list[str] | None, netns: str | None) -> TMSettings:
-    return TMSettings(db_url=db_url(db), bridges=tuple(bridge or [DEFAULT_BRIDGE]), netns=netns)
-
-
 def _print_moved(moved: Proposal, result: ApplyResult, as_json: bool, line: str) -> None:
-    """What a move through the TM (apply, rollback) did: the proposal and the version, or one line."""
+    """What a move through the TM (stage, apply, rollback) did: the proposal and the version, or one line."""
     if as_json:
         print_json({"proposal": proposal_to_json(moved), "applied": result.to_json()})
     else:

@@ -10,7 +10,15 @@ message and leaves the previous ruleset in force::
               its flags, every element of the temporary TMR sets with a timeout, and every TMR element (by
               comment, set by set) when there are at most `FULL_VERIFY_ELEMENTS`; on a mismatch the previous
               version is put back before the error is raised (or the table removed if nothing was in force)
-    record    Store.save_tmr_version(codec.tmrset_to_json(tmrset), author=<OS user>, ...)
+    record    Store.save_tmr_version(codec.tmrset_to_json(tmrset) + the staged rules, author=<OS user>, ...)
+
+**Staged rules** (`StagedRule`: a staged proposal's rule, counting only) are part of what is applied. They are kept
+in the stored version beside the TMRSet (``"staged": [{"proposal", "rule", "hits", "since"}]``; the codec reads
+the TMRSet and ignores them) and compiled into chains that count and return (`nft_compiler`). An apply that names
+no staged rules (``staged=None``: `vmshadow tmrs apply`, `run`, a rollback) keeps those in force. Because counters
+reset when a version replaces another, the staged elements' counters are read just before the commit and added to
+the ``hits`` carried in the new version (packets counted between that read and the commit are lost), so
+`staged_counters` is what each staged rule counted since it was staged, across versions and restarts.
 
 Reading elements back is what costs: nft 1.0.6 lists about 20,000 elements a second (with their counters and
 comments), and any listing of rules loads every element of the table first. So the version in force and the
@@ -42,12 +50,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from vmshadow.domain.codec import tmrset_from_json, tmrset_to_json
+from vmshadow.domain.codec import tmr_from_json, tmr_to_json, tmrset_from_json, tmrset_to_json
 from vmshadow.domain.decision import TMRVersion
-from vmshadow.domain.errors import BackendUnavailableError, EnforcementError, VmshadowError
+from vmshadow.domain.errors import BackendUnavailableError, EnforcementError, InputError, Issue, VmshadowError
 from vmshadow.domain.tmr import TMRSet
 from vmshadow.enforcement import nft_compiler as compiler
-from vmshadow.ports.enforcer import AppliedVersion
+from vmshadow.ports.enforcer import AppliedVersion, StagedRule
 from vmshadow.ports.store import Store
 
 JSON = dict[str, Any]
@@ -68,6 +76,7 @@ class ApplyReport:
     ports: tuple[str, ...]
     tmr_maps: int = 0  # TMR sets: lookups a packet meets at most on its way through the TMRs
     layers: int = 0
+    staged: int = 0  # staged rules counting (with at least one element)
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -104,8 +113,11 @@ class NftEnforcer:
 
     # --- the Enforcer port ---
 
-    def apply(self, tmrset: TMRSet, at: datetime, *, comment: str = "") -> AppliedVersion:
-        """Put `tmrset` in force atomically as the store's next version; `at` is now (it sets expiry timeouts)."""
+    def apply(
+        self, tmrset: TMRSet, at: datetime, staged: Sequence[StagedRule] | None = None, *, comment: str = ""
+    ) -> AppliedVersion:
+        """Put `tmrset` in force atomically as the store's next version, with `staged` counting beside it (None:
+        the staged rules in force stay, with their counts); `at` is now (it sets expiry timeouts)."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
         ports = self.managed_ports(tmrset)
@@ -115,12 +127,18 @@ class NftEnforcer:
         previous = self.store.tmr_version(in_force) if in_force is not None else None
         versions = self.store.tmr_versions()
         version = (versions[-1].version if versions else 0) + 1
+        held = _staged_entries(previous)
+        rules = [_staged_rule(e) for e in held] if staged is None else list(staged)
+        _check_staged(rules)
         timings["prepare"] = _lap(started)
 
         mark = time.perf_counter()
-        document = compiler.compile_tmrset(tmrset, ports=ports, at=at, version=version)
+        document = compiler.compile_tmrset(tmrset, ports=ports, at=at, version=version, staged=rules)
         text = json.dumps(document, separators=(",", ":"))
         timings["compile"] = _lap(mark)
+
+        # read the staged counts last before the commit (it resets them): they go on in the new version
+        entries = _carry(held, rules, self._staged_live(structure) if held and structure else {}, at)
 
         self._commit(text, version, timings)
         mark = time.perf_counter()
@@ -133,15 +151,14 @@ class NftEnforcer:
         mark = time.perf_counter()
         try:
             with compiler.without_gc():  # the stored form is one large acyclic tree, as the document is
-                saved = self.store.save_tmr_version(
-                    tmrset_to_json(tmrset), author=self.author, comment=comment, created_at=at
-                )
+                stored = tmrset_to_json(tmrset) | ({"staged": entries} if entries else {})
+                saved = self.store.save_tmr_version(stored, author=self.author, comment=comment, created_at=at)
         except Exception as error:
             restored = self._restore(in_force, previous, at)
             raise EnforcementError(f"could not record version {version}: {error}; {restored}") from error
         if saved.version != version:
             # Another writer took the number meanwhile: label the table with the number the store gave.
-            document = compiler.compile_tmrset(tmrset, ports=ports, at=at, version=saved.version)
+            document = compiler.compile_tmrset(tmrset, ports=ports, at=at, version=saved.version, staged=rules)
             self._commit(json.dumps(document, separators=(",", ":")), saved.version, {})
         timings["record"] = _lap(mark)
         timings["total"] = _lap(started)
@@ -157,9 +174,10 @@ class NftEnforcer:
             ports=tuple(ports),
             tmr_maps=len(maps),
             layers=len({name.split("_")[1] for name in maps}),
+            staged=len({e.get("comment") for m in compiler.staged_maps(document).values() for e in m["elem"]}),
             timings_s=timings,
         )
-        return AppliedVersion(version=saved.version, applied_at=at, tmrset=tmrset)
+        return AppliedVersion(version=saved.version, applied_at=at, tmrset=tmrset, staged=tuple(rules))
 
     def current(self) -> AppliedVersion | None:
         """The version the kernel holds, with its TMRSet from the store; None when no vmshadow table exists."""
@@ -172,10 +190,15 @@ class NftEnforcer:
                 f"the kernel holds vmshadow version {version}, which this store does not have; "
                 "is this the database it was applied with?"
             )
-        return AppliedVersion(version=version, applied_at=stored.created_at, tmrset=tmrset_from_json(stored.document))
+        return AppliedVersion(
+            version=version,
+            applied_at=stored.created_at,
+            tmrset=tmrset_from_json(stored.document),
+            staged=tuple(_staged_rule(e) for e in _staged_entries(stored)),
+        )
 
     def rollback(self, version: int, at: datetime) -> AppliedVersion:
-        """Put the TMRSet of an earlier version back in force, as a new version."""
+        """Put the TMRSet of an earlier version back in force, as a new version; the staged rules of now stay."""
         stored = self.store.tmr_version(version)
         if stored is None:
             known = self.store.tmr_versions()
@@ -193,7 +216,29 @@ class NftEnforcer:
                 out[tmr_id] = packets
         return out
 
+    def staged_counters(self) -> dict[str, int]:
+        """Packets each staged rule in force counted since it was staged (carried across versions), by proposal id;
+        empty when nothing is staged. Reads only the staged sets' elements (milliseconds)."""
+        structure = self.structure()
+        in_force = None if structure is None else compiler.version_of(structure)
+        stored = self.store.tmr_version(in_force) if in_force is not None else None
+        held = _staged_entries(stored)
+        if not held or structure is None:
+            return {}
+        live = self._staged_live(structure)
+        return {e["proposal"]: int(e["hits"]) + live.get(e["proposal"], 0) for e in held}
+
     # --- more than the port ---
+
+    def _staged_live(self, structure: JSON) -> dict[str, int]:
+        """Packets per staged proposal id on the staged sets' element counters of the version in force."""
+        out: dict[str, int] = {}
+        for name in compiler.staged_maps(structure):
+            for comment, (packets, _) in compiler.counters_of(self.map_listing(name) or {}).items():
+                proposal_id = compiler.staged_id_of(comment)
+                if proposal_id is not None:
+                    out[proposal_id] = out.get(proposal_id, 0) + packets
+        return out
 
     def current_version(self) -> int | None:
         """The version number the kernel's table carries; None when there is no table (or no chain ``allowed`` in
@@ -328,6 +373,12 @@ class NftEnforcer:
                 continue
             held = found_sets[name] if full else (compiler.tmr_maps(self.map_listing(name) or {}).get(name) or {})
             _verify_elements(name, declared, held, timed=name in temporary)
+        for name, declared in compiler.staged_maps(sent).items():  # few: always read back
+            held = found_sets[name] if full else (compiler.staged_maps(self.map_listing(name) or {}).get(name) or {})
+            _verify_elements(name, declared, held, timed="timeout" in declared.get("flags", []))
+        for chain in {r["chain"] for r in compiler.rules_of_table(sent) if r["chain"].startswith("staged_")}:
+            if compiler.comments_of(sent, chain) != compiler.comments_of(listing, chain):
+                raise EnforcementError(f"chain {chain} (a staged rule's) differs in the kernel from what was sent")
 
     def _restore(self, in_force: int | None, previous: TMRVersion | None, at: datetime) -> str:
         """Put back what was in force before a failed verification or record; says what happened."""
@@ -338,8 +389,9 @@ class NftEnforcer:
             if previous is None:
                 return f"version {in_force} was in force but is not in this store, so it could not be put back"
             tmrset = tmrset_from_json(previous.document)
+            staged = [_staged_rule(e) for e in _staged_entries(previous)]  # their counts since the read are lost
             document = compiler.compile_tmrset(
-                tmrset, ports=self.managed_ports(tmrset), at=at, version=previous.version
+                tmrset, ports=self.managed_ports(tmrset), at=at, version=previous.version, staged=staged
             )
             self._nft(["-j", "-f", "-"], json.dumps(document, separators=(",", ":")), "restore")
         except VmshadowError as error:  # the caller's error matters more; report both
@@ -378,6 +430,39 @@ def _verify_elements(name: str, sent: JSON, held: JSON, *, timed: bool) -> None:
         raise EnforcementError(f"set {name} holds {len(found)} TMR elements in the kernel, {len(wanted)} were sent")
     if timed and not all(e.get("timeout") for e in elements):
         raise EnforcementError(f"set {name}: an element of a temporary TMR has no timeout in the kernel")
+
+
+def _staged_entries(stored: TMRVersion | None) -> list[JSON]:
+    """The staged rules a stored version holds: proposal, rule (codec JSON), hits carried, since."""
+    return [] if stored is None else list(stored.document.get("staged", []))
+
+
+def _staged_rule(entry: JSON) -> StagedRule:
+    return StagedRule(entry["proposal"], tmr_from_json(entry["rule"]))
+
+
+def _check_staged(rules: Sequence[StagedRule]) -> None:
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.proposal_id in seen:
+            raise InputError(Issue(source="staged", field=rule.proposal_id, message="staged twice"))
+        seen.add(rule.proposal_id)
+
+
+def _carry(held: Sequence[JSON], rules: Sequence[StagedRule], live: dict[str, int], at: datetime) -> list[JSON]:
+    """The staged entries of the new version: a rule staged before with the same match keeps its count (carried
+    plus what the version in force counted) and its start; any other starts from zero now."""
+    before = {e["proposal"]: e for e in held}
+    out: list[JSON] = []
+    for rule in rules:
+        body = tmr_to_json(rule.rule)
+        old = before.get(rule.proposal_id)
+        if old is not None and old["rule"] == body:
+            hits, since = int(old["hits"]) + live.get(rule.proposal_id, 0), old["since"]
+        else:
+            hits, since = 0, at.isoformat()
+        out.append({"proposal": rule.proposal_id, "rule": body, "hits": hits, "since": since})
+    return out
 
 
 def os_user() -> str:

@@ -193,6 +193,11 @@ def rules_of(document: JSON, chain: str = CHAIN) -> list[JSON]:
     return [rule for rule in _objects(document, "rule") if rule.get("chain") == chain]
 
 
+def rules_of_table(document: JSON) -> list[JSON]:
+    """Every rule of the table, whatever its chain, in order."""
+    return list(_objects(document, "rule"))
+
+
 def comments_of(document: JSON, chain: str = CHAIN) -> list[str]:
     return [rule.get("comment", "") for rule in rules_of(document, chain)]
 
