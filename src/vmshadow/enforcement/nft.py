@@ -295,7 +295,8 @@ class NftEnforcer:
     def _list(self, args: list[str]) -> JSON | None:
         result = self._run([self.nft, "-j", *args])
         if result.returncode != 0:
-            if "No such file or directory" in result.stderr:
+            # nft's answer for a missing table; `ip netns exec` says the same of a missing namespace, which is not it
+            if "No such file or directory" in result.stderr and "network namespace" not in result.stderr:
                 return None
             raise EnforcementError(f"nft could not list the vmshadow table: {_message(result)}")
         try:
