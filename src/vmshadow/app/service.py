@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
+from vmshadow.app.adoption import ADOPT_EVERY_S, Adoption, knowing
 from vmshadow.app.embedded import EmbeddedService, OnStored, Periodic, utc_now
 from vmshadow.app.feedback import measure, trust_in
 from vmshadow.app.intel_refresh import intel_duties, live_indicators
@@ -106,8 +107,7 @@ def watched_vmns(options: ServiceOptions) -> list[Watched]:
 
 def with_watched(tmrset: TMRSet, watched: list[Watched]) -> TMRSet:
     """The TMRSet knowing every watched VMN; VMNs the rules file defines keep its definition."""
-    known = {v.name for v in tmrset.vmns}
-    return replace(tmrset, vmns=tmrset.vmns + tuple(w.vmn for w in watched if w.vmn.name not in known))
+    return knowing(tmrset, [w.vmn for w in watched])
 
 
 def build_service(
@@ -158,7 +158,17 @@ def build_service(
         impact_window=impact_window,
     )
     # Recommenders that read the whole window (least privilege) run on a schedule, not per batch of findings.
+    adoption = Adoption(
+        on_bridge=lambda: bridge_vmns(options)[0],
+        attach=lambda vmns: [(w.vmn, w.port) for w in attach_watched(options, vmns, bridge_vmns(options)[1])],
+        source=service.source,
+        ports=by_vmn,  # the health's mirror counters read the same mapping
+        tmrset=lambda: service.tmrset,
+        set_tmrset=lambda t: setattr(service, "tmrset", t),
+        tm=TMSettings(db_url=options.db_url, bridges=(watched_bridge(options),)),
+    )
     service.periodic = (
+        Periodic("capture.adopt", ADOPT_EVERY_S, adoption),
         Periodic("recommend.scheduled", SCHEDULED_EVERY_S, service.recommend_scheduled),
         # new indicators reach the running intel.match (with a retro-hunt); TAXII and feed URLs are polled
         *intel_duties(

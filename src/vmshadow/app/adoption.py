@@ -1,0 +1,79 @@
+"""VMNs that come up while `vmshadow run` watches a bridge are adopted, not ignored until a restart.
+
+A VM started after the service (a new tap on `virbr0`, or `vmshadow lab up --vmns 3` after a run on two) gets, at
+the next turn of the `capture.adopt` duty:
+
+1. its shadow port (tc mirror before any TMR, under the run's copy budget);
+2. a meter on it (`LiveSource.add_port`), so its traffic reaches the SAE;
+3. a place in the TMRSet the recommenders reason about (`EmbeddedService.tmrset`), so proposals can name it;
+4. a place in the TMRSet in force, when one is: the same TMRs put in force again as a new version knowing the VMN
+   (its bridge port, MACs and addresses), so a proposal naming it can be applied. No TMR changes; when no TMRSet is
+   in force the kernel is left alone (nothing asked for enforcement).
+
+A VMN that goes away keeps its (now idle) shadow port until `vmshadow run --cleanup` or a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from vmshadow.app.tm import ApplyResult, TMSettings, open_enforcer
+from vmshadow.capture.shadow_port import ShadowPort
+from vmshadow.domain.tmr import TMRSet
+from vmshadow.domain.vmn import VMN
+from vmshadow.flows.live import LiveSource, MeteredPort
+
+ADOPT_EVERY_S = 10.0
+
+
+def knowing(tmrset: TMRSet, vmns: Sequence[VMN]) -> TMRSet:
+    """`tmrset` with the VMNs it does not define yet (a VMN it defines keeps its definition)."""
+    known = {v.name for v in tmrset.vmns}
+    new = tuple(v for v in vmns if v.name not in known)
+    return replace(tmrset, vmns=tmrset.vmns + new) if new else tmrset
+
+
+def teach_in_force(settings: TMSettings, vmns: Sequence[VMN], at: datetime | None = None) -> ApplyResult | None:
+    """Put the TMRSet in force again knowing `vmns`, as a new version; None when no TMRSet is in force or it
+    knows them all already."""
+    with open_enforcer(settings) as enforcer:
+        current = enforcer.current()
+        if current is None:
+            return None
+        wider = knowing(current.tmrset, vmns)
+        if wider is current.tmrset:
+            return None
+        names = ", ".join(sorted({v.name for v in wider.vmns} - {v.name for v in current.tmrset.vmns}))
+        applied = enforcer.apply(wider, at or datetime.now(UTC), comment=f"VMNs came up: {names}")
+        assert enforcer.last_report is not None
+        return ApplyResult(applied.version, applied.applied_at, enforcer.last_report)
+
+
+@dataclass
+class Adoption:
+    """The `capture.adopt` duty (see the module doc). `on_bridge` lists the VMNs on the bridge now, `attach`
+    gives VMNs their shadow ports; `ports` (VMN name -> shadow port) is shared with the service's health."""
+
+    on_bridge: Callable[[], list[VMN]]
+    attach: Callable[[list[VMN]], list[tuple[VMN, ShadowPort]]]
+    source: LiveSource
+    ports: MutableMapping[str, ShadowPort]
+    tmrset: Callable[[], TMRSet]
+    set_tmrset: Callable[[TMRSet], None]
+    tm: TMSettings | None  # None: no TM to teach (tests without a bridge table)
+
+    def __call__(self) -> list[str]:
+        new = [v for v in self.on_bridge() if v.name not in self.ports]
+        if not new:
+            return []
+        attached = self.attach(new)
+        self.set_tmrset(knowing(self.tmrset(), [vmn for vmn, _ in attached]))
+        vmn_map = self.tmrset().vmn_map
+        for vmn, port in attached:
+            self.ports[vmn.name] = port
+            self.source.add_port(MeteredPort(vmn.name, port.reader_interface, port.shadow_interface), vmn_map)
+        if self.tm is not None:
+            teach_in_force(self.tm, [vmn for vmn, _ in attached])
+        return [vmn.name for vmn, _ in attached]

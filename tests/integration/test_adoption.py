@@ -1,0 +1,84 @@
+"""A VMN that comes up while the service runs is adopted: shadow port, meter, and a place in the TMRSet in force."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from tests.integration.labkit import metered, send_udp, tagged_lab, wait_for
+from vmshadow.app.adoption import Adoption
+from vmshadow.app.tm import TMSettings, apply_tmrset, open_enforcer
+from vmshadow.capture import find_attached, shadow_port
+from vmshadow.capture.shadow_port import ShadowPort
+from vmshadow.domain.flow import Flow
+from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
+from vmshadow.domain.vmn import VMN
+from vmshadow.flows.live import LiveSource
+from vmshadow.lab import Lab
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(tmp_path: Path) -> None:
+    with tagged_lab(tmp_path / "lab", letter="a") as lab:
+        vm1, vm2 = lab.vmns
+        db = f"sqlite:///{tmp_path / 'v.db'}"
+        tm = TMSettings(db_url=db, bridges=(lab.bridge,))
+        baseline = TMRSet(
+            tmrs=(TMR("allow-all", 1000, Endpoint.any(), Endpoint.any(), Action.ALLOW),), vmns=(vm1.vmn(), vm2.vmn())
+        )
+        first = apply_tmrset(tm, baseline, comment="baseline")
+        source = LiveSource([metered(vm1), metered(vm2)], lab.vmn_map())
+        ports: dict[str, ShadowPort] = {p.vmn: p for p in find_attached() if p.vmn in (vm1.name, vm2.name)}
+        held = {"tmrset": baseline}
+        lab_dir = tmp_path / "lab"
+
+        def on_bridge() -> list[VMN]:
+            state = Lab(lab.tag, state_dir=lab_dir).state()
+            assert state is not None
+            return [h.vmn() for h in state.vmns]
+
+        adoption = Adoption(
+            on_bridge=on_bridge,
+            attach=lambda vmns: [(v, shadow_port.attach(v.name, v.interfaces[0])) for v in vmns],
+            source=source,
+            ports=ports,
+            tmrset=lambda: held["tmrset"],
+            set_tmrset=lambda t: held.update(tmrset=t),
+            tm=tm,
+        )
+        source.start()
+        try:
+            assert adoption() == [], "nothing new on the bridge"
+            grown = Lab(lab.tag, state_dir=lab_dir).up(3, lab.bridge)  # a VM started after the service
+            vm3 = grown.vmns[2]
+            assert adoption() == [vm3.name]
+            assert adoption() == [], "adopted once"
+            assert vm3.name in ports
+            assert vm3.name in {v.name for v in held["tmrset"].vmns}, "recommenders can name it"
+
+            with open_enforcer(tm) as enforcer:
+                current = enforcer.current()
+            assert current is not None
+            assert current.version == first.version + 1
+            assert vm3.name in {v.name for v in current.tmrset.vmns}
+            assert current.tmrset.tmrs == baseline.tmrs, "the same TMRs: only the VMN was added"
+            # a proposal naming the new VMN can now be put in force
+            deny = TMR("deny-vm3", 10, Endpoint.vmn(vm3.name), Endpoint.vmn(vm1.name), Action.DENY)
+            apply_tmrset(tm, current.tmrset.with_tmr(deny), comment="a rule about vm3")
+
+            seen: list[Flow] = []
+
+            def vm3_metered() -> bool:
+                send_udp(vm3.namespace, str(vm1.address.ip), range(40000, 40001))
+                seen.extend(itertools.islice(source.flows(timeout=0.2), 50))  # ends after 0.2 s without one
+                return any(f.src_vmn == vm3.name for f in seen)
+
+            wait_for(vm3_metered, timeout_s=20, what="a flow from the adopted VMN's meter",
+                     detail=lambda: str(source.health))  # fmt: skip
+        finally:
+            source.stop()
+            with open_enforcer(tm) as enforcer:
+                enforcer.remove()
