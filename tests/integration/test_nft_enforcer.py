@@ -26,12 +26,13 @@ from vmshadow.adapters.sql import SqlStore, open_store
 from vmshadow.app.tm import diff_tmrsets
 from vmshadow.cli.main import app
 from vmshadow.domain.codec import tmrset_to_json
-from vmshadow.domain.errors import EnforcementError
+from vmshadow.domain.errors import EnforcementError, InputError
 from vmshadow.domain.net import PortRange, Protocol
 from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
 from vmshadow.domain.vmn import VMN
 from vmshadow.enforcement import nft_compiler as compiler
 from vmshadow.enforcement.nft import NftEnforcer
+from vmshadow.ports.enforcer import StagedRule
 
 BLOCKED_S = 0.3  # a probe that gets no answer in this long on a veth pair is blocked (RTT is microseconds)
 TCP, OTHER = netlab.PORTS
@@ -616,3 +617,52 @@ def test_cli_errors_exit_2_for_bad_input_and_3_for_the_kernel(net: netlab.Lab, t
     result = vmshadow("tmrs", "rollback", "9", *where, "--bridge", net.bridge)
     assert result.exit_code == 3
     assert "no version 9" in result.stderr
+
+
+# --- staged rules: counting only ---
+
+
+def test_staged_rules_count_once_per_packet_decide_nothing_and_carry_over(
+    net: netlab.Lab, enforcer: NftEnforcer, store: SqlStore
+) -> None:
+    vm1, vm2, vm3 = net.vmns
+    # vm1 known by address, MAC and port at once: a packet carries all three, the staged rule counts it once
+    known = tuple(
+        VMN(f"vm{v.index}", addresses=(ipaddress.ip_address(v.address),), macs=(v.mac,), interfaces=(v.port,))
+        for v in net.vmns
+    )
+    in_force = TMRSet(tmrs=(rule("allow-ping-vm3", 10, "vm1", "vm3", Action.ALLOW, Protocol.ICMP),), vmns=known)
+    staged = [
+        StagedRule("prop-ping", rule("deny-ping", 20, "vm1", "any", Action.DENY, Protocol.ICMP)),
+        StagedRule("prop-tcp", rule("deny-tcp", 5, "vm2", "vm1", Action.DENY, Protocol.TCP, (TCP,))),
+    ]
+    first = enforcer.apply(in_force, now(), staged)
+    assert first.staged == tuple(staged)
+    assert enforcer.staged_counters() == {"prop-ping": 0, "prop-tcp": 0}
+    for _ in range(3):
+        assert vm1.ping(vm2.address), "a staged deny blocks nothing"
+    assert vm1.ping(vm3.address), "decided by the earlier allow: not the staged rule's"
+    assert vm2.connect(vm1.address, TCP)
+    counted = enforcer.staged_counters()
+    assert counted["prop-ping"] == 3, "three echo requests, each counted once (address, MAC and port all match)"
+    assert counted["prop-tcp"] >= 1
+    assert enforcer.counters() == {"allow-ping-vm3": 1}, "the TMRs in force count as before"
+
+    enforcer.apply(in_force, now())  # names no staged rules: those in force stay, their counts carried over
+    assert vm1.ping(vm2.address)
+    assert enforcer.staged_counters()["prop-ping"] == 4
+    restarted = NftEnforcer(store, bridges=[net.bridge], netns=net.host_ns)
+    assert restarted.staged_counters()["prop-ping"] == 4, "the count lives in the kernel and the stored version"
+    back = restarted.rollback(first.version, now())
+    assert [s.proposal_id for s in back.staged] == ["prop-ping", "prop-tcp"], "a rollback keeps today's staged"
+    assert restarted.staged_counters()["prop-ping"] == 4
+
+    enforcer.apply(in_force, now(), staged[1:])  # prop-ping unstaged
+    assert enforcer.staged_counters() == {"prop-tcp": counted["prop-tcp"]}
+    held = compiler.counters_of(nft_listing(net))  # read with plain nft
+    assert "staged prop-tcp" in held
+    assert "staged prop-ping" not in held
+    assert enforcer.last_report is not None
+    assert enforcer.last_report.staged == 1
+    with pytest.raises(InputError, match="staged twice"):
+        enforcer.apply(in_force, now(), [staged[1], staged[1]])
