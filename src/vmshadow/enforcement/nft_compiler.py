@@ -13,6 +13,7 @@ The base chain ``forward`` (hook forward, priority 0, policy accept) holds, in o
     icmpv6 type {nd-neighbor-solicit, nd-neighbor-advert} accept   "vmshadow nd"
     <tuple> @reply4 | @reply4n | @reply6 | @reply6n counter accept  "vmshadow replies" (6 rules)
     <key> @tmrs_<layer>_<n> jump allowed | drop   (one per set, layer by layer)   "vmshadow tmrs <layer>"
+    jump staged_<n>                      (one per staged rule, in its layer)      "vmshadow staged <layer>"
     <every VMN with a default as source, then as destination> counter jump allowed | drop
                                                               "vmn-default <name> src|dst"
     counter jump allowed | drop                               "default"
@@ -44,6 +45,11 @@ and the chain ``allowed``, where every accepted packet goes::
   overlaps merged). An element whose families disagree (an IPv4 network to an IPv6-only VMN) is not written, so a
   TMR that can never match has no element. The per-VMN defaults stay rules, over the named sets
   ``vmn_<name>_if`` / ``_mac`` / ``_ip4`` / ``_ip6`` of the VMNs that have one.
+* **Staged rules** (`StagedRule`: a staged proposal's rule) count the packets they would decide and decide none:
+  their elements (comment ``staged <proposal id>``) live in sets ``staged_<n>_<m>`` of a chain ``staged_<n>`` per
+  rule, whose lookups ``return`` on the first element found (so a packet that carries several of a VMN's
+  identifiers counts once); the base chain jumps there at the rule's place in the layering (its priority, after TMRs
+  of equal priority), so earlier TMRs it overlaps decide first, and the packet comes back and goes on.
 * **Version.** nft 1.0.6 neither reads nor writes table comments in JSON (and ``add table`` does not change the
   comment of an existing table), so the version is the comment of the first rule of ``allowed`` (`version_of`).
 * **Scope.** The first rule lets every frame through that did not enter on a port of a managed bridge, so vmshadow
