@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.labkit import metered, send_udp, tagged_lab, wait_for
-from vmshadow.app.adoption import Adoption
+from vmshadow.app.adoption import Adoption, FollowInForce
 from vmshadow.app.tm import TMSettings, apply_tmrset, open_enforcer
 from vmshadow.capture import find_attached, shadow_port
 from vmshadow.capture.shadow_port import ShadowPort
@@ -66,8 +66,12 @@ def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(t
             assert vm3.name in {v.name for v in current.tmrset.vmns}
             assert current.tmrset.tmrs == baseline.tmrs, "the same TMRs: only the VMN was added"
             # a proposal naming the new VMN can now be put in force
+            follow = FollowInForce(tm, lambda t: held.update(tmrset=t), lambda: held["tmrset"].vmns)
+            assert follow() == current.version
             deny = TMR("deny-vm3", 10, Endpoint.vmn(vm3.name), Endpoint.vmn(vm1.name), Action.DENY)
-            apply_tmrset(tm, current.tmrset.with_tmr(deny), comment="a rule about vm3")
+            applied = apply_tmrset(tm, current.tmrset.with_tmr(deny), comment="a rule about vm3 (another process)")
+            assert follow() == applied.version
+            assert "deny-vm3" in {t.id for t in held["tmrset"].tmrs}, "the service reasons about what is in force"
 
             seen: list[Flow] = []
 

@@ -11,6 +11,9 @@ the next turn of the `capture.adopt` duty:
    in force the kernel is left alone (nothing asked for enforcement).
 
 A VMN that goes away keeps its (now idle) shadow port until `vmshadow run --cleanup` or a restart.
+
+`FollowInForce` (duty `tm.follow`) keeps the service's TMRSet the one in force: an administrator applies and rolls
+back proposals from other processes (CLI, API), and the recommenders must reason about what is enforced now.
 """
 
 from __future__ import annotations
@@ -77,3 +80,27 @@ class Adoption:
         if self.tm is not None:
             teach_in_force(self.tm, [vmn for vmn, _ in attached])
         return [vmn.name for vmn, _ in attached]
+
+
+FOLLOW_EVERY_S = 5.0
+
+
+@dataclass
+class FollowInForce:
+    """The `tm.follow` duty: when the version in force changes, the service reasons about it (knowing every
+    watched VMN). Returns the version it now follows."""
+
+    tm: TMSettings
+    set_tmrset: Callable[[TMRSet], None]
+    watched: Callable[[], Sequence[VMN]]
+    version: int | None = None
+
+    def __call__(self) -> int | None:
+        with open_enforcer(self.tm) as enforcer:
+            if enforcer.current_version() in (None, self.version):  # cheap: the table's comment, no elements
+                return self.version
+            current = enforcer.current()
+        if current is not None:
+            self.set_tmrset(knowing(current.tmrset, self.watched()))
+            self.version = current.version
+        return self.version

@@ -11,7 +11,7 @@ from pathlib import Path
 from vmshadow.adapters.sql import open_store
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
-from vmshadow.app.adoption import ADOPT_EVERY_S, Adoption, knowing
+from vmshadow.app.adoption import ADOPT_EVERY_S, FOLLOW_EVERY_S, Adoption, FollowInForce, knowing
 from vmshadow.app.embedded import EmbeddedService, OnStored, Periodic, utc_now
 from vmshadow.app.feedback import measure, trust_in
 from vmshadow.app.intel_refresh import intel_duties, live_indicators
@@ -105,6 +105,11 @@ def watched_vmns(options: ServiceOptions) -> list[Watched]:
     return attach_watched(options, *bridge_vmns(options))
 
 
+def tm_settings(options: ServiceOptions) -> TMSettings:
+    """The TM of the watched bridge, over the service's store."""
+    return TMSettings(db_url=options.db_url, bridges=(watched_bridge(options),))
+
+
 def with_watched(tmrset: TMRSet, watched: list[Watched]) -> TMRSet:
     """The TMRSet knowing every watched VMN; VMNs the rules file defines keep its definition."""
     return knowing(tmrset, [w.vmn for w in watched])
@@ -157,7 +162,7 @@ def build_service(
         trust=lambda: {r.name: trust_in(store, r.name) for r in recommenders},
         impact_window=impact_window,
     )
-    # Recommenders that read the whole window (least privilege) run on a schedule, not per batch of findings.
+    tm = tm_settings(options)
     adoption = Adoption(
         on_bridge=lambda: bridge_vmns(options)[0],
         attach=lambda vmns: [(w.vmn, w.port) for w in attach_watched(options, vmns, bridge_vmns(options)[1])],
@@ -165,10 +170,15 @@ def build_service(
         ports=by_vmn,  # the health's mirror counters read the same mapping
         tmrset=lambda: service.tmrset,
         set_tmrset=lambda t: setattr(service, "tmrset", t),
-        tm=TMSettings(db_url=options.db_url, bridges=(watched_bridge(options),)),
+        tm=tm,
     )
+    # the TMRSet in force changes when an administrator applies or rolls back (other processes): follow it
+    watched_now = lambda: [v for v in service.tmrset.vmns if v.name in by_vmn]  # noqa: E731
+    follow = FollowInForce(tm, lambda t: setattr(service, "tmrset", t), watched_now)
     service.periodic = (
+        Periodic("tm.follow", FOLLOW_EVERY_S, follow),
         Periodic("capture.adopt", ADOPT_EVERY_S, adoption),
+        # recommenders that read the whole window (least privilege) run on a schedule, not per batch of findings
         Periodic("recommend.scheduled", SCHEDULED_EVERY_S, service.recommend_scheduled),
         # new indicators reach the running intel.match (with a retro-hunt); TAXII and feed URLs are polled
         *intel_duties(
@@ -185,7 +195,7 @@ MEASURE_EVERY_S = 30.0
 def measuring(options: ServiceOptions, *, every_s: float = MEASURE_EVERY_S) -> Periodic:
     """The feedback duty: read the rule counters of the TMRs in force and record what applied proposals did (hits,
     findings that stopped or went on, rollbacks, expiries). The TM side reads the kernel, not the SAE."""
-    settings = TMSettings(db_url=options.db_url, bridges=(watched_bridge(options),))
+    settings = tm_settings(options)
 
     def run() -> None:
         with open_enforcer(settings) as enforcer:
@@ -197,7 +207,7 @@ def measuring(options: ServiceOptions, *, every_s: float = MEASURE_EVERY_S) -> P
 
 def enforce(options: ServiceOptions, tmrset: TMRSet, watched: list[Watched]) -> ApplyResult:
     """Put the TMRs in force on the watched bridge, as a new stored version."""
-    settings = TMSettings(db_url=options.db_url, bridges=(watched_bridge(options),))
+    settings = tm_settings(options)
     return apply_tmrset(settings, with_watched(tmrset, watched), comment="vmshadow run")
 
 
@@ -212,5 +222,5 @@ def cleanup(options: ServiceOptions, watched: list[Watched], *, enforced: bool) 
     for w in watched:
         shadow_port.detach(w.port)
     if enforced:
-        with open_enforcer(TMSettings(db_url=options.db_url, bridges=(watched_bridge(options),))) as enforcer:
+        with open_enforcer(tm_settings(options)) as enforcer:
             enforcer.remove()

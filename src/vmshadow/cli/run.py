@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from vmshadow.app.adoption import teach_in_force
 from vmshadow.app.embedded import Periodic
 from vmshadow.app.export_audit import AUDIT_POSITION, AuditExport
 from vmshadow.app.exporting import Exporter
@@ -20,6 +21,7 @@ from vmshadow.app.service import (
     cleanup,
     enforce,
     measuring,
+    tm_settings,
     watched_vmns,
 )
 from vmshadow.app.sweeper import sweep_expired
@@ -112,6 +114,10 @@ def run(
         if rules is not None:
             applied = enforce(options, tmrset, watched)
             console.print(f"TMRs from {rules} in force as version {applied.version}", highlight=False)
+        else:  # TMRs put in force earlier stay; they learn the VMNs watched now, so proposals naming them apply
+            taught = teach_in_force(tm_settings(options), [w.vmn for w in watched])
+            if taught is not None:
+                console.print(f"the TMRs in force now know every watched VMN (version {taught.version})")
         service = build_service(
             options,
             tmrset,
