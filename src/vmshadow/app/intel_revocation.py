@@ -2,11 +2,11 @@
 
     rereview_revoked(store, revoked_indicators, now)   # -> Rereview(rejected=[...], alerts=[...])
 
-- not yet in the kernel (`proposed`, `edited`, `approved`): rejected at once by `vmshadow (intel)`, the reason naming
+- not in the kernel (`proposed`, `edited`, `approved`): rejected at once by `vmshadow (intel)`, the reason naming
   the revoked indicators (an audited decision, like any other);
-- in the kernel (`staged` counting, `applied` enforcing): vmshadow never takes a rule out on its own, so an alert is
-  proposed instead, asking an administrator to roll it back or reject it. One alert per proposal, ever: a person who
-  dismissed it is not asked again.
+- in the kernel (`staged` or approved while staged: counting; `applied`: enforcing): vmshadow never takes a rule
+  out on its own, so an alert is proposed instead, asking an administrator to roll it back or reject it. One
+  alert per proposal, ever: a person who dismissed it is not asked again.
 
 `IntelRefresh` calls it with each look's revoked indicators (app/intel_refresh.py).
 """
@@ -53,7 +53,7 @@ def rereview_revoked(store: Store, revoked: Sequence[Indicator], now: datetime) 
     out = Rereview()
     for rests in resting_on_revoked(candidates, findings, gone):
         reason = f"{said(rests.indicators)}: revoked by its producer"
-        if rests.proposal.state in WITHDRAWN:
+        if rests.proposal.state in WITHDRAWN and not _counting(store, rests.proposal):
             moved, decision = decide(rests.proposal, _S.REJECTED, actor=REVOKER, at=now, reason=reason)
             store.record_decision(decision, moved)
             out.rejected.append(moved)
@@ -63,6 +63,13 @@ def rereview_revoked(store: Store, revoked: Sequence[Indicator], now: datetime) 
             store.save_batch(proposals=[alert])
             out.alerts.append(alert)
     return out
+
+
+def _counting(store: Store, proposal: Proposal) -> bool:
+    """Approved straight from staged: its rule still counts in the kernel (app/review.py) until it is applied or
+    rejected through the TM, so only a person should move it."""
+    last = store.decisions(proposal.id)[-1:]
+    return proposal.state is _S.APPROVED and bool(last) and last[0].from_state is _S.STAGED
 
 
 def _alert(rests: RestsOnRevoked, reason: str, now: datetime) -> Proposal:
