@@ -115,15 +115,20 @@ class EpisodeTracker:
     def episodes(self) -> OrderedDict[str, Episode]:
         return self._recent.items
 
-    def add(self, key: str, item: str, at_ms: int, evidence: str) -> tuple[Episode, bool]:
-        """Record `item` for `key` at flow time `at_ms`; return the episode and whether a milestone was reached."""
+    def add(self, key: str, item: str, at_ms: int, evidence: str, *, weight: int = 1) -> tuple[Episode, bool]:
+        """Record `item` for `key` at flow time `at_ms`; return the episode and whether a milestone was reached.
+
+        An item of `weight` n counts n times (it is kept as `item`, `item#1`, ... `item#n-1`): e.g. a connection
+        that carried several login attempts."""
         ep = self._recent.touch(
             key, at_ms, lambda: Episode(started_ms=at_ms, next_milestone=self.threshold), self._expire
         )
-        previous = ep.items.pop(item, None)
-        ep.items[item] = max(at_ms, previous or at_ms)
-        if len(ep.items) > self.max_items:
-            ep.items.popitem(last=False)
+        for i in range(max(1, weight)):
+            part = item if i == 0 else f"{item}#{i}"
+            previous = ep.items.pop(part, None)
+            ep.items[part] = max(at_ms, previous or at_ms)
+            if len(ep.items) > self.max_items:
+                ep.items.popitem(last=False)
         ep.evidence.append(evidence)
         reached = len(ep.items) >= ep.next_milestone
         if reached:
