@@ -62,13 +62,17 @@ class BeaconScore:
 
 def beacon_score(
     starts_ms: list[int], sizes: list[int], *, jitter_tolerance: float, size_tolerance_bytes: float,
-    full_duration_s: float,
+    full_duration_s: float, full_intervals: int = 0,
 ) -> BeaconScore:  # fmt: skip
     """Score connection start times and sizes (at least three connections) as RITA's beacon analysis does:
     timing = mean of (1 - |Bowley skewness| of the intervals, 1 - MAD / (jitter_tolerance x median interval),
     duration coverage); size = mean of (1 - |Bowley skewness| of the sizes, 1 - MAD / size_tolerance_bytes,
     smallness 1 - median / 65535); score = mean of all six parts. A skewness is damped by the share of its
-    tolerance (jitter_tolerance x median, size_tolerance_bytes) that the interquartile range spans."""
+    tolerance (jitter_tolerance x median, size_tolerance_bytes) that the interquartile range spans.
+
+    Duration coverage is RITA's span / `full_duration_s`, or, when `full_intervals` is set and it is higher, the
+    number of intervals / `full_intervals`: a fast beacon shows as many check-ins in a minute as a slow one in
+    hours, and RITA's part alone (made for a day of logs) would hold it down for minutes."""
     starts = sorted(starts_ms)
     intervals = [(b - a) / 1000 for a, b in itertools.pairwise(starts)]
     q1, q2, q3 = quartiles(intervals) if len(intervals) >= 2 else (intervals[0],) * 3
@@ -79,7 +83,7 @@ def beacon_score(
     tolerance = jitter_tolerance * q2
     interval_mad_score = max(0.0, 1.0 - interval_mad / tolerance) if tolerance > 0 else 0.0
     span_s = (starts[-1] - starts[0]) / 1000
-    duration_score = min(1.0, span_s / full_duration_s)
+    duration_score = min(1.0, max(span_s / full_duration_s, len(intervals) / full_intervals if full_intervals else 0))
     s1, s2, s3 = quartiles([float(s) for s in sizes])
     size_skew = bowley_skewness(s1, s2, s3) * min(1.0, (s3 - s1) / size_tolerance_bytes)
     size_mad = median_absolute_deviation([float(s) for s in sizes], s2)
@@ -141,8 +145,11 @@ class Conversation:
 class BeaconingSettings(DetectorSettings):
     window_s: float = 3600.0
     min_connections: int = 8  # 6 let 2 % of Poisson-random conversations through (docs/detection.md)
-    min_duration_s: float = 60.0  # connections must span at least this long (a burst is not a beacon)
-    full_duration_s: float = 300.0  # spans this long or longer get the full duration score
+    min_duration_s: float = 60.0  # connections must span at least this long (a burst is not a beacon) ...
+    fast_min_connections: int = 10  # ... unless there are at least this many (a fast beacon: seconds apart) ...
+    fast_min_duration_s: float = 30.0  # ... spanning at least this long
+    full_duration_s: float = 300.0  # spans this long or longer get the full duration score ...
+    full_intervals: int = 12  # ... and so do this many intervals (0: by span only, as RITA)
     min_score: float = 0.75  # RITA-style score (mean of timing and size parts)
     min_interval_score: float = 0.7  # timing parts alone: keeps regular sizes from carrying irregular timing
     min_regularity: float = 0.5  # the interval-MAD part alone: MAD at most half the tolerated jitter
@@ -172,10 +179,12 @@ class BeaconingDetector(Detector[BeaconingSettings]):
 
     Per (source, destination, destination port, protocol) the start times and source-to-destination bytes of
     the connections within `window_s` of flow time are kept (at most `max_connections`). With at least
-    `min_connections` spanning at least `min_duration_s`, they are scored as RITA's beacon analysis does
-    (activecm/rita, `pkg/beacon`: Bowley skewness and median absolute deviation of the inter-arrival times
-    and of the data sizes, a duration part and a data-smallness part, averaged): regular intervals score high
-    when the intervals' MAD is small against `jitter_tolerance` x the median interval, so jittered beacons
+    `min_connections` spanning at least `min_duration_s` (or, for a fast beacon, `fast_min_connections` spanning
+    `fast_min_duration_s`), they are scored as RITA's beacon analysis does (activecm/rita, `pkg/beacon`: Bowley
+    skewness and median absolute deviation of the inter-arrival times and of the data sizes, a duration part and
+    a data-smallness part, averaged; the duration part is full at `full_duration_s` or at `full_intervals`
+    intervals, whichever comes first, so a beacon every few seconds is judged within a minute): regular intervals
+    score high when the intervals' MAD is small against `jitter_tolerance` x the median interval, so jittered beacons
     (e.g. 30 s +/- 20 %) still score well while Poisson-like human traffic does not; sizes score high when their
     MAD is below `size_tolerance_bytes`. A finding is raised when the score reaches `min_score`, the timing
     parts alone reach `min_interval_score`, the interval-MAD part reaches `min_regularity` and at least
@@ -189,7 +198,7 @@ class BeaconingDetector(Detector[BeaconingSettings]):
     """
 
     name = "hunting.beaconing"
-    version = "1.0"
+    version = "1.1"
     settings_type = BeaconingSettings
 
     def __init__(self, settings: BeaconingSettings | None = None, context: Any = None) -> None:
@@ -217,11 +226,13 @@ class BeaconingDetector(Detector[BeaconingSettings]):
             return []
         conv.next_evaluation = n + max(1, n // 8)  # scoring is O(n log n): amortise it on busy conversations
         starts = [c[0] for c in conv.connections]
-        if (max(starts) - min(starts)) / 1000 < s.min_duration_s:
+        span_s = (max(starts) - min(starts)) / 1000
+        if span_s < s.min_duration_s and (n < s.fast_min_connections or span_s < s.fast_min_duration_s):
             return []
         result = beacon_score(
             starts, [c[1] for c in conv.connections], jitter_tolerance=s.jitter_tolerance,
             size_tolerance_bytes=s.size_tolerance_bytes, full_duration_s=s.full_duration_s,
+            full_intervals=s.full_intervals,
         )  # fmt: skip
         if (
             result.score < s.min_score
