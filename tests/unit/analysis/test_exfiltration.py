@@ -68,24 +68,45 @@ def test_findings_repeat_only_as_the_volume_grows() -> None:
     assert [f.measured["sent_bytes"] for f in found] == [10_000_000, 40_000_000, 160_000_000]
 
 
-def test_no_finding_during_warm_up() -> None:
+def test_during_warm_up_only_the_cold_start_rule_speaks() -> None:
     detector = ExfiltrationDetector()
-    assert run(detector, ordinary_day(hours=0.3) + upload(1200, 50_000_000)) == []
+    found = run(detector, ordinary_day(hours=0.3) + upload(1200, 50_000_000))
     assert detector.snapshot()["vmns"][0][1]["windows"] < ExfiltrationSettings().min_windows
+    assert [(f.measured["z"], f.measured["sent_bytes"], f.score, f.severity) for f in found] == [
+        ("cold start", 10_000_000, 0.6, Severity.MEDIUM),  # the second 5 MB flow passes 8 MB
+        ("cold start", 40_000_000, 0.6, Severity.MEDIUM),  # and again at 4 x that (growth)
+    ]
+    assert "before its baseline" in found[0].summary
+    off = ExfiltrationDetector(ExfiltrationSettings(cold_start_bytes=0))
+    assert run(off, ordinary_day(hours=0.3) + upload(1200, 50_000_000)) == []
+
+
+def test_cold_start_a_burst_to_a_new_host_but_not_a_backup_to_a_known_one() -> None:
+    # A VMN minutes old (the live lab): backups every 2 minutes to its backup server, growing to 9 MB, are not
+    # new after the first (<= 3 MB); 64 MB to a host never met is, within seconds; so is nothing spread over more
+    # than cold_start_s.
+    backups = [send(5 + 120 * i, BACKUP, size) for i, size in enumerate([3_000_000, 9_000_000, 9_000_000])]
+    assert run(ExfiltrationDetector(), backups) == []
+    found = run(ExfiltrationDetector(), [*backups, send(400, NEW_HOST, 64_000_000)])
+    assert [(f.dst_ips, f.measured["prior_windows"], f.severity) for f in found] == [((NEW_HOST,), 0, Severity.MEDIUM)]
+    slow = [send(400 + 30 * i, NEW_HOST, 2_000_000) for i in range(10)]  # 20 MB over 4.5 minutes
+    assert run(ExfiltrationDetector(), slow) == []
 
 
 def test_a_destination_met_often_is_not_rare() -> None:
     nightly = [f for h in range(4) for f in upload(h * 3600 + 30, 20_000_000, dst=BACKUP)]
     day = sorted(ordinary_day() + nightly, key=lambda f: f.last_seen_at)
     found = run(ExfiltrationDetector(), [*day, *upload(END, 20_000_000, dst=BACKUP)])
-    # the second hour's backup is still rare (met in one earlier window); from the third on it is not
-    assert [(f.observed_at < at(2 * 3600), f.measured["prior_windows"]) for f in found] == [(True, 1)]
+    # the first backup is a first big upload to a new host before any baseline (cold start); the second hour's is
+    # still rare (met in one earlier window); from the third on it is not
+    assert [(f.observed_at < at(2 * 3600), f.measured["prior_windows"], f.measured["z"] == "cold start")
+            for f in found] == [(True, 0, True), (True, 1, False)]  # fmt: skip
 
 
 def test_a_vmn_that_always_sends_a_lot_is_judged_on_its_own_baseline() -> None:
-    busy = ordinary_day(sent=40_000_000)
-    assert run(ExfiltrationDetector(), busy + upload(END, 60_000_000)) == []
-    assert run(ExfiltrationDetector(), busy + upload(END, 60_000_000_000, flows=10))
+    busy = ordinary_day(sent=40_000_000)  # (its first uploads to each server are cold-start findings)
+    assert [f for f in run(ExfiltrationDetector(), busy + upload(END, 60_000_000)) if f.dst_ips == (NEW_HOST,)] == []
+    assert [f for f in run(ExfiltrationDetector(), busy + upload(END, 60_000_000_000)) if f.dst_ips == (NEW_HOST,)]
 
 
 def test_small_volumes_and_servers_replies_are_not_exfiltration() -> None:
@@ -96,7 +117,8 @@ def test_small_volumes_and_servers_replies_are_not_exfiltration() -> None:
 
 def test_baselines_are_per_vmn() -> None:
     other = ordinary_day(src_vmn="db-1", src_ip=ipaddress.ip_address("198.18.1.2"))
-    assert run(ExfiltrationDetector(), other + upload(END, 50_000_000)) == [], "web-1 never warmed up"
+    found = run(ExfiltrationDetector(), other + upload(END, 50_000_000))
+    assert {f.measured["z"] for f in found} == {"cold start"}, "web-1 never warmed up: judged without a baseline"
 
 
 def test_an_alerted_window_does_not_teach_the_baseline() -> None:

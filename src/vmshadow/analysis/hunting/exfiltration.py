@@ -79,6 +79,10 @@ class ExfiltrationSettings(DetectorSettings):
     min_bytes: int = 10_000_000  # never below this volume in one window, whatever the baseline
     max_prior_windows: int = 1  # a destination met in at most this many earlier windows is rare
     growth: int = 4  # raise again each time the window's volume grows this much
+    # Cold start (no baseline yet): a burst to a destination never met, within `cold_start_s` of first contact.
+    cold_start_bytes: int = 8_000_000  # 0 turns the cold-start rule off
+    cold_start_s: float = 60.0
+    cold_start_score: float = 0.6  # MEDIUM: a deny, but below what a baseline lets a finding reach
     max_vmns: int = 10_000
     max_destinations: int = 1024  # per VMN: open windows and remembered destinations each
 
@@ -96,13 +100,19 @@ class ExfiltrationDetector(Detector[ExfiltrationSettings]):
     destination was met in at most `max_prior_windows` earlier windows; again each time the volume grows
     `growth`-fold. A window that raised a finding does not teach the baseline. A daily backup to the same server is
     not rare after its first windows; a first big upload to a new host is.
+    Cold start: before the warm-up ends, a VMN has no baseline to be judged against; then a burst of at least
+    `cold_start_bytes` sent to a destination met in no earlier window, within `cold_start_s` of the first flow to
+    it in the current window, is a finding of fixed score `cold_start_score` (MEDIUM: lower than a baseline
+    finding can reach). A backup server the VMN used minutes earlier is not new; `cold_start_bytes` = 0 turns the
+    rule off. The floor is low (8 MB) because the shadow port undercounts a fast upload (a 64 MiB upload was
+    metered as 12.9 MB: copies dropped, docs/scenarios.md) and well above the lab's benign uploads (<= 3 MB).
     Source: an EWMA control chart (S. W. Roberts, "Control chart tests based on geometric moving averages",
     Technometrics 1959) on log volumes, gated by destination rarity as issue 5 asks.
     MITRE ATT&CK T1048 (Exfiltration Over Alternative Protocol).
     """
 
     name = "hunting.exfiltration"
-    version = "1.0"
+    version = "1.1"
     settings_type = ExfiltrationSettings
 
     def __init__(self, settings: ExfiltrationSettings | None = None, context: Any = None) -> None:
@@ -138,7 +148,9 @@ class ExfiltrationDetector(Detector[ExfiltrationSettings]):
         transfer.evidence.append(flow.community_id)
         if len(transfer.evidence) > MAX_EVIDENCE:
             del transfer.evidence[0]
-        if baseline.windows < s.min_windows or transfer.sent_bytes < max(s.min_bytes, transfer.next_alert_bytes):
+        if baseline.windows < s.min_windows:
+            return self._cold_start(flow, key, baseline, transfer)
+        if transfer.sent_bytes < max(s.min_bytes, transfer.next_alert_bytes):
             return []
         prior = baseline.met.get(destination, 0)
         z = self._z(baseline, transfer.sent_bytes)
@@ -146,6 +158,18 @@ class ExfiltrationDetector(Detector[ExfiltrationSettings]):
             return []
         transfer.next_alert_bytes = transfer.sent_bytes * s.growth
         return [self._finding(flow, key, baseline, transfer, z, prior)]
+
+    def _cold_start(self, flow: Flow, key: str, baseline: Baseline, transfer: Transfer) -> list[Finding]:
+        """Before the VMN has a baseline: a burst of at least `cold_start_bytes` sent to a destination met in no
+        earlier window, within `cold_start_s` of the first flow to it in this window (a backup server the VMN
+        used minutes ago, or a site it browsed, is not new)."""
+        s = self.settings
+        if not s.cold_start_bytes or transfer.sent_bytes < max(s.cold_start_bytes, transfer.next_alert_bytes):
+            return []
+        if baseline.met.get(str(flow.dst_ip), 0) or transfer.latest_ms - transfer.started_ms > s.cold_start_s * 1000:
+            return []
+        transfer.next_alert_bytes = transfer.sent_bytes * s.growth
+        return [self._finding(flow, key, baseline, transfer, None, 0)]
 
     def _baseline(self, key: str) -> Baseline:
         baseline = self._vmns.get(key)
@@ -183,10 +207,22 @@ class ExfiltrationDetector(Detector[ExfiltrationSettings]):
     def _z(self, baseline: Baseline, sent_bytes: int) -> float:
         return (math.log1p(sent_bytes) - baseline.mean) / max(baseline.deviation, self.settings.min_deviation)
 
-    def _finding(self, flow: Flow, key: str, baseline: Baseline, t: Transfer, z: float, prior: int) -> Finding:
+    def _finding(self, flow: Flow, key: str, baseline: Baseline, t: Transfer, z: float | None, prior: int) -> Finding:
+        """A finding against the baseline (`z` set), or a cold-start one (`z` None: no baseline yet)."""
         s = self.settings
-        score = min(1.0, 0.5 + 0.1 * (z - s.min_z))  # 0.5 at the threshold, 1.0 five deviations above it
-        usual = math.expm1(baseline.mean)
+        if z is None:
+            score = s.cold_start_score
+            judged = (
+                f"before its baseline ({baseline.windows} of {s.min_windows} windows learned), to a destination "
+                f"first met {(t.latest_ms - t.started_ms) / 1000:.0f}s earlier"
+            )
+        else:
+            score = min(1.0, 0.5 + 0.1 * (z - s.min_z))  # 0.5 at the threshold, 1.0 five deviations above it
+            judged = (
+                f"{z:.1f} deviations above its usual ~{math.expm1(baseline.mean):.0f} bytes per destination, to a "
+                f"destination met in {prior} earlier window(s)"
+            )
+        usual = math.expm1(baseline.mean) if baseline.windows else 0.0
         return Finding(
             id=stable_id("find", self.name, key, flow.dst_ip, t.started_ms, t.flows),
             kind=FindingKind.EXFILTRATION,
@@ -207,7 +243,7 @@ class ExfiltrationDetector(Detector[ExfiltrationSettings]):
                 "flows": t.flows,
                 "span_s": round((t.latest_ms - t.started_ms) / 1000, 3),
                 "baseline_bytes": round(usual, 1),
-                "z": round(z, 3),
+                "z": round(z, 3) if z is not None else "cold start",
                 "prior_windows": prior,
                 "windows_learned": baseline.windows,
                 "window_s": s.window_s,
@@ -215,8 +251,7 @@ class ExfiltrationDetector(Detector[ExfiltrationSettings]):
             attack_technique="T1048",
             summary=(
                 f"{key} sent {t.sent_bytes} bytes to {flow.dst_ip} in {t.flows} flows within {s.window_s:.0f}s, "
-                f"{z:.1f} deviations above its usual ~{usual:.0f} bytes per destination, to a destination met in "
-                f"{prior} earlier window(s)"
+                f"{judged}"
             ),
         )
 
