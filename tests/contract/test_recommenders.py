@@ -436,6 +436,7 @@ def test_conflicts_name_existing_tmrs(name: str, key: str) -> None:
         for conflict in p.conflicts:
             kind, _, other = conflict.partition(":")
             assert kind in kinds
+            assert not kind.startswith("pending_"), "a recommender sees no pending proposals (the app adds those)"
             assert other in ids
 
 

@@ -6,12 +6,13 @@ import ipaddress
 from dataclasses import replace
 from pathlib import Path
 
-from tests.factories import at, make_finding, make_flow
+from tests.factories import at, make_finding, make_flow, make_proposal
 from vmshadow.adapters.sql import open_store
 from vmshadow.app.embedded import EmbeddedService
 from vmshadow.domain.flow import TCP
+from vmshadow.domain.net import Protocol
 from vmshadow.domain.proposal import ProposalKind, ProposalState
-from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
+from vmshadow.domain.tmr import TMR, Action, Endpoint, Origin, TMRSet
 from vmshadow.domain.vmn import VMN
 from vmshadow.refinement.add_allow import LeastPrivilegeRecommender
 from vmshadow.refinement.scoped_deny import ScopedDenyRecommender
@@ -105,4 +106,26 @@ def test_the_scheduled_duty_proposes_least_privilege_from_recent_flows_and_store
         [(443, 443)],
     )
     assert rule.priority < broad.priority  # just ahead of the broad allow it narrows
+    s.store.close()
+
+
+def test_a_new_proposal_reports_conflicts_with_the_pending_ones_and_leaves_them_as_they_were(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    approved_allow = make_proposal(
+        7, id="prop-allow", kind=ProposalKind.ADD_ALLOW, state=ProposalState.APPROVED, conflicts=(),
+        rule=TMR("allow-vm2", 1, Endpoint.vmn("vm1"), Endpoint.vmn("vm2"), Action.ALLOW, Protocol.TCP,
+                 origin=Origin.PROPOSAL),
+    )  # fmt: skip
+    rejected = replace(approved_allow, id="prop-rejected", state=ProposalState.REJECTED)
+    s.store.save_batch(proposals=[approved_allow, rejected])
+    flush(s, scan(1, range(20, 23)))
+    (deny,) = [p for p in s.store.proposals() if p.kind is ProposalKind.ADD_DENY]
+    # the approved allow, once applied, comes first and lets the scan through: this deny would never decide
+    assert "pending_shadowed:prop-allow" in deny.conflicts
+    assert "pending_contradicts:prop-allow" in deny.conflicts
+    assert not any("prop-rejected" in c for c in deny.conflicts)  # decided: not pending
+    assert s.store.proposal("prop-allow") == approved_allow
+    flush(s, scan(2, range(20, 23)))  # made again: the same tags, not twice
+    (again,) = [p for p in s.store.proposals() if p.kind is ProposalKind.ADD_DENY]
+    assert again.conflicts == deny.conflicts
     s.store.close()

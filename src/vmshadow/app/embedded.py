@@ -28,6 +28,7 @@ from vmshadow.ports.store import Store
 from vmshadow.refinement.guardrails import GuardRails
 from vmshadow.refinement.impact import DEFAULT_WINDOW
 from vmshadow.refinement.merge import keep_decision, merge_proposals
+from vmshadow.refinement.pending import PENDING_STATES, with_pending_conflicts
 from vmshadow.refinement.recommender import RecommendContext, Recommender
 from vmshadow.refinement.widen import placed
 from vmshadow.stages.analyze import run_analyze
@@ -162,19 +163,18 @@ class EmbeddedService:
 
     def _placed(self, fresh: Sequence[Proposal]) -> list[Proposal]:
         """A fresh proposal made again keeps the stored one's decision; a new one may widen (or join) a proposal
-        still waiting for review instead of standing beside it (`refinement.widen`). The waiting proposals are read
-        once per batch, and only when a batch has a new proposal."""
-        waiting: list[Proposal] | None = None
+        still waiting for review instead of standing beside it (`refinement.widen`). Then each one still pending
+        gets its conflicts with the other pending proposals (`refinement.pending`). The pending proposals are read
+        once per batch, and only when a batch has a proposal."""
+        if not fresh:
+            return []
+        pending = [p for state in sorted(PENDING_STATES) for p in self.store.proposals(state=state)]
+        waiting = [p for p in pending if p.state is ProposalState.PROPOSED]
         out = []
         for p in fresh:
             stored = self.store.proposal(p.id)
-            if stored is not None:
-                out.append(keep_decision(stored, p))
-                continue
-            if waiting is None:
-                waiting = self.store.proposals(state=ProposalState.PROPOSED)
-            out.append(placed(p, waiting))
-        return merge_proposals(out)
+            out.append(keep_decision(stored, p) if stored is not None else placed(p, waiting))
+        return with_pending_conflicts(merge_proposals(out), self.tmrset, pending, self.clock())
 
     def _run_periodic(self) -> None:
         now = self.clock()

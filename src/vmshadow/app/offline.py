@@ -25,6 +25,7 @@ from vmshadow.ports.store import Store
 from vmshadow.refinement.guardrails import GuardRails
 from vmshadow.refinement.impact import DEFAULT_WINDOW
 from vmshadow.refinement.merge import keep_decision
+from vmshadow.refinement.pending import PENDING_STATES, with_pending_conflicts
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.analyze import run_analyze
 from vmshadow.stages.recommend import run_recommend
@@ -104,7 +105,12 @@ def _analyze(
     # trust is earned in a store; without one every recommender starts from the prior
     trust = {r.name: trust_in(store, r.name, now) for r in recommenders} if store is not None else None
     proposals = run_recommend(findings, tmrset, recommenders, context, trust)
+    pending: list[Proposal] = []
     if store is not None:
         proposals = [keep_decision(store.proposal(p.id), p) for p in proposals]
+        pending = [p for state in sorted(PENDING_STATES) for p in store.proposals(state=state)]
+    # conflicts with the proposals waiting for review: those stored, and each other
+    proposals = with_pending_conflicts(proposals, tmrset, pending, now)
+    if store is not None:
         store.save_batch(flows=flows, findings=findings, proposals=proposals)
     return AnalysisReport(tuple(source.captures), tuple(flows), tuple(findings), tuple(proposals))

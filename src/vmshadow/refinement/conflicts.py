@@ -43,11 +43,18 @@ class ConflictKind(StrEnum):
     SHADOWED = "shadowed"
     REDUNDANT = "redundant"
     OVERRIDES_ADMIN = "overrides_admin"
+    # against rules of proposals waiting for review (`refinement/pending.py`); `other_id` is the proposal's id
+    PENDING_SHADOWED = "pending_shadowed"  # once that proposal is applied, this rule never decides
+    PENDING_SHADOWS = "pending_shadows"  # once this rule is applied, that proposal's rule never decides
+    PENDING_REDUNDANT = "pending_redundant"  # once that proposal is applied, removing this rule changes nothing
+    PENDING_CONTRADICTS = "pending_contradicts"  # opposite actions on traffic both rules match
+    PENDING_SAME_TMR = "pending_same_tmr"  # both proposals write the TMR with this id
 
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
-    """`tmr_id` is the TMR analysed, `other_id` the TMR it conflicts with, `sentence` says so for people."""
+    """`tmr_id` is the TMR analysed, `other_id` the TMR it conflicts with (for `pending_*` kinds: the id of the
+    pending proposal whose rule it conflicts with), `sentence` says so for people."""
 
     kind: ConflictKind
     tmr_id: str
@@ -174,12 +181,12 @@ def overlaps(tmrset: TMRSet, a: TMR, b: TMR) -> bool:
     )
 
 
-def _outlives(a: TMR, b: TMR) -> bool:
+def outlives(a: TMR, b: TMR) -> bool:
     """`a` is in force at least as long as `b`."""
     return a.expires_at is None or (b.expires_at is not None and a.expires_at >= b.expires_at)
 
 
-def _label(t: TMR) -> str:
+def label(t: TMR) -> str:
     return f"{t.id} ({t.describe()}, priority {t.priority})"
 
 
@@ -188,21 +195,21 @@ def _analyze(tmr: TMR, ordered: tuple[TMR, ...], tmrset: TMRSet) -> list[Conflic
     earlier, later = ordered[:position], ordered[position + 1 :]
     conflicts: list[Conflict] = []
     for other in earlier:
-        if _outlives(other, tmr) and covers(tmrset, other, tmr):
+        if outlives(other, tmr) and covers(tmrset, other, tmr):
             same = "with the same action" if other.action is tmr.action else f"and {other.action}s it"
             conflicts.append(
                 Conflict(
                     ConflictKind.SHADOWED,
                     tmr.id,
                     other.id,
-                    f"{_label(tmr)} never decides: the earlier {_label(other)} matches everything it matches {same}",
+                    f"{label(tmr)} never decides: the earlier {label(other)} matches everything it matches {same}",
                 )
             )
             return conflicts  # shadowed: nothing later can be affected by it
     for i, other in enumerate(later):
         if (
             other.action is tmr.action
-            and _outlives(other, tmr)
+            and outlives(other, tmr)
             and covers(tmrset, other, tmr)
             and not any(t.action is not tmr.action and overlaps(tmrset, t, tmr) for t in later[:i])
         ):
@@ -211,7 +218,7 @@ def _analyze(tmr: TMR, ordered: tuple[TMR, ...], tmrset: TMRSet) -> list[Conflic
                     ConflictKind.REDUNDANT,
                     tmr.id,
                     other.id,
-                    f"{_label(tmr)} is redundant: {_label(other)} already {other.action}s everything it matches "
+                    f"{label(tmr)} is redundant: {label(other)} already {other.action}s everything it matches "
                     "and no TMR in between decides otherwise",
                 )
             )
@@ -223,7 +230,7 @@ def _analyze(tmr: TMR, ordered: tuple[TMR, ...], tmrset: TMRSet) -> list[Conflic
                     ConflictKind.OVERRIDES_ADMIN,
                     tmr.id,
                     other.id,
-                    f"{_label(tmr)} comes before the administrator's {_label(other)} and would {tmr.action} part "
+                    f"{label(tmr)} comes before the administrator's {label(other)} and would {tmr.action} part "
                     f"of the traffic that TMR {other.action}s",
                 )
             )
