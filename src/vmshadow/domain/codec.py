@@ -129,6 +129,8 @@ def proposal_to_json(p: Proposal) -> JSON:
             for k, v in tmr_to_json(p.rule).items()
             if k in ("id", "src", "dst", "protocol", "ports", "action", "priority", "expires_at", "comment")
         }
+        if p.rule.origin is not Origin.PROPOSAL:  # a reprioritize keeps who wrote the TMR it moves
+            rule["origin"] = str(p.rule.origin)
     return {
         "id": p.id,
         "kind": str(p.kind),

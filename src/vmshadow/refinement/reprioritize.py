@@ -9,7 +9,7 @@ from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.ids import stable_id
 from vmshadow.domain.proposal import Evidence, Proposal, ProposalKind, ProposalState
-from vmshadow.domain.tmr import TMR, Action, Origin, TMRSet
+from vmshadow.domain.tmr import TMR, Action, TMRSet
 from vmshadow.refinement.conflicts import ConflictKind, analyze_tmrset, conflicts_of
 from vmshadow.refinement.guardrails import GuardContext
 from vmshadow.refinement.impact import Replay, in_window
@@ -109,8 +109,9 @@ class ReprioritizeRecommender(Recommender):
     because an earlier TMR with the opposite action matches everything it matches (`conflicts.analyze_tmrset`):
     it moves ahead of that TMR (score `never_decides_score`, structural evidence only). A TMR shadowed by one with
     the same action is left alone: moving it changes no verdict. The proposed rule is the TMR with the same id and
-    match, a lower priority (just ahead of every TMR in its way) and origin `proposal`; applying it replaces the
-    TMR. Impact replays the window with the TMR replaced; low trust gives an alert; the guard-rails apply.
+    match and origin (an administrator's TMR stays the administrator's), a lower priority (just ahead of every TMR
+    in its way); applying it replaces the TMR. Impact replays the window with the TMR replaced; low trust gives
+    an alert; the guard-rails apply.
     """
 
     name = "refinement.reprioritize"
@@ -133,7 +134,7 @@ class ReprioritizeRecommender(Recommender):
         return merge_proposals(context.guard_rails.apply(proposals, guard))
 
     def _one(self, tmr: TMR, case: _Case, tmrset: TMRSet, context: RecommendContext, replay: Replay) -> Proposal:
-        moved = replace(_placed(tmr, case, tmrset, context), origin=Origin.PROPOSAL)
+        moved = _placed(tmr, case, tmrset, context)  # same origin: moving a TMR does not change who wrote it
         blockers = ", ".join(sorted(case.blockers))
         why = (
             f"{len(case.flagged)} flagged flows match it but {blockers} lets them through first"

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 
+import pytest
+
 from tests.factories import T0, make_finding, make_flow
+from vmshadow.domain.codec import proposal_from_json, proposal_to_json
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import TCP, UDP, Flow
 from vmshadow.domain.net import PortRange, Protocol
 from vmshadow.domain.proposal import Proposal, ProposalKind
 from vmshadow.domain.tmr import TMR, Action, Endpoint, Origin, TMRSet
 from vmshadow.domain.vmn import VMN
+from vmshadow.refinement.conflicts import ConflictKind, conflicts_of
 from vmshadow.refinement.recommender import RecommendContext
 from vmshadow.refinement.reprioritize import ReprioritizeRecommender
 
@@ -55,7 +61,7 @@ def test_a_deny_an_earlier_allow_lets_flagged_traffic_past_moves_ahead_of_it() -
         NO_SSH.ports,
         NO_SSH.action,
     )
-    assert p.rule.origin is Origin.PROPOSAL
+    assert p.rule.origin is Origin.ADMIN, "moving the administrator's deny does not make it ours"
     assert p.impact.newly_blocked_flows == 6, "every recorded flow the deny matches, flagged or not"
     assert p.evidence.finding_ids == ("find-1",)
     assert set(p.evidence.community_ids) == {f.community_id for f in recorded[:4]}
@@ -118,3 +124,31 @@ def test_the_same_deny_flagged_by_many_findings_is_one_proposal() -> None:
     (p,) = propose([ALLOW_ALL, NO_SSH], findings, recorded)
     assert p.evidence.finding_ids == ("find-1", "find-2")
     assert p.score == 0.95
+
+
+@pytest.mark.parametrize("origin", list(Origin))
+def test_a_moved_tmr_keeps_who_wrote_it_through_the_store_and_once_applied(origin: Origin) -> None:
+    written = replace(NO_SSH, origin=origin, comment="written by someone")
+    recorded = ssh(3)
+    (p,) = propose([ALLOW_ALL, written], [brute(recorded)], recorded)
+    assert p.rule is not None
+    assert (p.rule.origin, p.rule.comment) == (origin, "written by someone")
+    stored = proposal_from_json(json.loads(json.dumps(proposal_to_json(p))))
+    assert stored == p, "the stored proposal's rule keeps the origin"
+    # what applying it does (app/review: the TMR in force replaced by the proposal's rule)
+    in_force = TMRSet(tmrs=(ALLOW_ALL, NO_SSH), vmns=VMNS).without(NO_SSH.id)
+    assert stored.rule is not None
+    applied = in_force.with_tmr(stored.rule)
+    (now_in_force,) = [t for t in applied.tmrs if t.id == NO_SSH.id]
+    assert (now_in_force.priority, now_in_force.origin) == (9, origin)
+    # so a later proposal that would override it is still told it overrides an administrator's TMR
+    ssh_ok = TMR("ssh-ok", 1, Endpoint.vmn("vm1"), Endpoint.any(), Action.ALLOW, Protocol.TCP, origin=Origin.PROPOSAL)
+    overrides = [c.other_id for c in conflicts_of(ssh_ok, applied, NOW) if c.kind is ConflictKind.OVERRIDES_ADMIN]
+    assert (NO_SSH.id in overrides) is (origin is Origin.ADMIN)
+
+
+def test_a_proposal_rule_of_origin_proposal_is_stored_as_before() -> None:
+    recorded = ssh(3)
+    (p,) = propose([ALLOW_ALL, replace(NO_SSH, origin=Origin.PROPOSAL)], [brute(recorded)], recorded)
+    rule = proposal_to_json(p)["rule"]
+    assert "origin" not in rule, "proposals and export events from before keep their exact JSON"
