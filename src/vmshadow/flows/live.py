@@ -39,6 +39,9 @@ HEARTBEAT_INTERVAL_S = 0.5
 IDLE_TIMEOUT_S = 2  # nfstream needs integers; short, so early findings are not held back
 ACTIVE_TIMEOUT_S = 60
 METER_NICENESS = 10
+# The capture ring per shadow port. libpcap's default (2 MiB) held too few of the 64 KB GSO copies of a fast
+# upload while the meter (at SCHED_IDLE) was busy: a 64 MiB upload was metered as 9.4-12.9 MB (docs/scenarios.md).
+SOCKET_BUFFER_BYTES = 32 * 1024 * 1024
 _PROCESSED, _IGNORED, _SOCKET_DROPPED, _QUEUE_DROPPED, _FLOWS = range(5)
 
 
@@ -137,7 +140,14 @@ def send_heartbeat(sock: socket.socket, iface: str) -> None:
 
 
 def _meter_port(
-    port: MeteredPort, vmn_map: VMNMap, snaplen: int, out: Any, counters: Any, errors: Any, stop: MpEvent
+    port: MeteredPort,
+    vmn_map: VMNMap,
+    snaplen: int,
+    buffer_bytes: int,
+    out: Any,
+    counters: Any,
+    errors: Any,
+    stop: MpEvent,
 ) -> None:
     """Body of one meter process: read a shadow port, send flows to `out` until `stop`."""
     os.setpgrp()  # its own process group, so a stuck meter can be killed with nfstream's capture process
@@ -149,6 +159,7 @@ def _meter_port(
         streamer = NFStreamer(
             source=port.reader,
             snapshot_length=snaplen,
+            socket_buffer_size=buffer_bytes,
             idle_timeout=IDLE_TIMEOUT_S,
             active_timeout=ACTIVE_TIMEOUT_S,
             n_dissections=N_DISSECTIONS,
@@ -186,6 +197,7 @@ class LiveSource:
     vmn_map: VMNMap = field(default_factory=VMNMap)
     queue_size: int = 10_000
     snapshot_length: int = 1536
+    socket_buffer_size: int = SOCKET_BUFFER_BYTES  # per port; 0: libpcap's default
     _ctx: Any = field(init=False, repr=False)
     _queue: Any = field(init=False, repr=False)
     _errors: Any = field(init=False, repr=False)
@@ -251,7 +263,8 @@ class LiveSource:
         return True
 
     def _start_meter(self, p: MeteredPort) -> None:
-        args = (p, self.vmn_map, self.snapshot_length, self._queue, self._counters[p.reader], self._errors)
+        args = (p, self.vmn_map, self.snapshot_length, self.socket_buffer_size, self._queue,
+                self._counters[p.reader], self._errors)  # fmt: skip
         proc = self._ctx.Process(target=_meter_port, args=(*args, self._stop), name=f"meter-{p.reader}")
         proc.start()
         self._procs.append(proc)
