@@ -87,13 +87,6 @@ def attack(live: Live, scenario: Scenario, attacker: LabHost) -> AttackResult:
     return result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BlockedBenignError,
-    reason="measured 2026-11-25: hunting.brute_force counts the fragments of one interactive SSH connection "
-    "(nfstream cuts it at every keystroke pause over its 2 s idle timeout) as login attempts, client and server "
-    "side alike (no server-reply filter), and proposes denies vm->vm2 tcp/22 and vm2->vm ephemeral ports",
-)
 def test_benign_mix_proposes_no_deny_that_blocks_benign_flows(live: Live) -> None:
     sae, services = live
     result = run_benign(sae, services, BENIGN_MINUTES, print)
@@ -113,13 +106,6 @@ def test_hping3_syn_scan_is_denied_within_10_s(live: Live) -> None:
     attack(live, HpingSynScan(vm3, vm2), vm3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LateError,
-    reason="measured 2026-11-25: found after 23.8 s (hydra -t 4, 120 guesses in 31.6 s). hunting.brute_force "
-    "counts a session when its flow ends, and sshd takes MaxAuthTries = 6 guesses per connection: 8 sessions "
-    "are ~48 guesses, plus the 2 s idle expiry (docs/scenarios.md)",
-)
 def test_hydra_ssh_brute_force_is_denied_within_10_s(live: Live) -> None:
     sae, services = live
     vm1 = sae.lab.vmns[0]
@@ -132,25 +118,12 @@ def test_iodine_dns_tunnel_is_found_within_60_s(live: Live) -> None:
     attack(live, IodineTunnel(vm3, outside_host(sae.lab, "dns")), vm3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(MissedError, LateError),
-    reason="measured 2026-11-25: 22 check-ins every 4 s +/- 10 % over 85 s were not found. hunting.beaconing "
-    "scores only spans >= min_duration_s = 60 s, and its duration part (span / 300 s) keeps the timing score "
-    "near its 0.7 gate until ~90 s at 10 % jitter (~3 min at 20 %): over 60 s by design (docs/scenarios.md)",
-)
 def test_curl_beacon_with_jitter_is_denied_within_60_s(live: Live) -> None:
     sae, _ = live
     vm1 = sae.lab.vmns[0]
     attack(live, CurlBeacon(vm1, outside_host(sae.lab, "c2"), interval_s=4.0, jitter=0.1, count=22), vm1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MissedError,
-    reason="hunting.exfiltration judges a VMN only after min_windows = 20 learned (destination, 300 s) windows: a "
-    "lab VMN minutes old has no baseline, so a 64 MB upload to a new host is not found (measured 2026-11-25)",
-)
 def test_bulk_upload_to_a_rare_host_is_found_within_60_s(live: Live) -> None:
     sae, _ = live
     vm3 = sae.lab.vmns[2]

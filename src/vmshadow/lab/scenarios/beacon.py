@@ -25,7 +25,7 @@ class CurlBeacon(Scenario):
     c2: LabHost
     interval_s: float = 5.0
     jitter: float = 0.2
-    count: int = 40  # ~3.5 min: hunting.beaconing needs a span of ~3 min at 20 % jitter (docs/scenarios.md)
+    count: int = 16  # ~80 s: hunting.beaconing judges a fast beacon from 10 check-ins over 30 s (docs/scenarios.md)
     seed: int = 5
     name: ClassVar[str] = "curl_beacon"
 
