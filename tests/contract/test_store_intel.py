@@ -4,6 +4,7 @@ indicators updated since a time (the live refresh)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from ipaddress import ip_address
 from typing import Any
@@ -14,8 +15,13 @@ from sqlalchemy import Column, MetaData, Table
 from tests.factories import at, make_flow
 from vmshadow.adapters.sql import SqlStore, open_store, tables
 from vmshadow.adapters.sql.store import _flow_row, _indicator_row, make_engine, upgrade
+from vmshadow.analysis.detector import DetectorContext
+from vmshadow.analysis.intel.intel_match import IntelMatchDetector
+from vmshadow.app.intel import retro_hunt_in
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.indicator import Indicator, IndicatorType
+from vmshadow.intel.index import IndicatorIndex
+from vmshadow.intel.retro_hunt import key_filter, touching
 
 from .conftest import FreshUrl
 
@@ -109,3 +115,128 @@ def test_indicator_rows_are_written_as_sqlalchemy_writes_them(fresh_url: FreshUr
         engine.dispose()
     decode = lambda v: json.loads(v) if isinstance(v, str) else v  # noqa: E731 - JSON is text on SQLite
     assert (*fast[:7], decode(fast[7])) == (*core[:7], decode(core[7]))
+
+
+# --- the retro-hunt's scan: what the store leaves out with `candidates` is never what `touching` keeps ---
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_LISTED = [
+    Indicator(IndicatorType.IPV4, "198.51.100.1", "f"),
+    Indicator(IndicatorType.IPV4, "192.0.2.255", "f"),
+    Indicator(IndicatorType.CIDR, "198.51.100.64/26", "f"),
+    Indicator(IndicatorType.CIDR, "10.0.0.0/8", "f"),
+    Indicator(IndicatorType.CIDR, "172.16.0.0/12", "f"),
+    Indicator(IndicatorType.CIDR, "203.0.113.128/25", "f"),
+    Indicator(IndicatorType.IPV6, "2001:db8::1", "f"),
+    Indicator(IndicatorType.IPV6, "2001:db8:0:0:1::5", "f"),
+    Indicator(IndicatorType.CIDR, "2001:db8:aa::/48", "f"),
+    Indicator(IndicatorType.CIDR, "2001:db8:0:5::/64", "f"),
+    Indicator(IndicatorType.CIDR, "2001:db8:1000::/36", "f"),
+    Indicator(IndicatorType.CIDR, "2001:db8:0:7:8000::/65", "f"),
+    Indicator(IndicatorType.DOMAIN, "evil.example", "f"),
+    Indicator(IndicatorType.DOMAIN, "a.b.bad.test", "f"),
+    Indicator(IndicatorType.DOMAIN, "bücher.example", "f"),
+    Indicator(IndicatorType.JA3, "abcdefabcdefabcdefabcdefabcdefab", "f"),
+    Indicator(IndicatorType.JA4, "t13d1516h2_8daaf6152771_b186095e22b6", "f"),
+]
+_ON_EDGE_ADDRESSES = _words("""
+    198.51.100.1 198.51.100.2 198.51.100.65 198.51.100.127 198.51.100.128 10.1.2.3 11.0.0.1 9.255.255.255
+    172.31.255.255 172.32.0.0 172.15.0.1 203.0.113.200 203.0.113.1 192.0.2.255 192.0.2.25 1.2.3.4
+    2001:db8::1 2001:db8::2 2001:db8::1:0:0:5 2001:db8:aa::1 2001:db8:aa:ffff:ffff:ffff:ffff:ffff
+    2001:db8:ab::1 2001:db8:0:5::9 2001:db8:0:5:1:2:3:4 2001:db8:0:5:: 2001:db8:0:6::9 2001:db8:1fff:ffff::1
+    2001:db8:2000::1 2001:db8:0:7:8000::1 2001:db8:0:7::1 ::ffff:198.51.100.1 ::ffff:10.9.9.9 ::ffff:1.2.3.4
+    :: ::1 2001:db8:: 1:: 2001:db8:0:0:1:0:0:5 fe80::1 0:1:2:3:4:5:6:7 2001:db8::5:0:0:1
+""")
+_ON_EDGE_NAMES = [
+    *_words("""
+        evil.example www.EVIL.example evil.example. evil.example.. notevil.example evil.example.com evil.examples
+        x.bad.test bad.test b.bad.test z.a.b.bad.test a.b.bad.test A.B.BAD.TEST bücher.example www.bücher.example
+        xn--bcher-kva.example www.xn--bcher-kva.example evil.example:8080 evil..example com example . .evil.example
+        www.evil.ex_ample
+    """),
+    *(" evil.example", "evil.example ", "evil.example\t", "ev il.example", "www.EVIL.EXAMPLE\t", "EVIL.EXAMPLE. "),
+]
+_ON_EDGE_PRINTS = [
+    "abcdefabcdefabcdefabcdefabcdefab",
+    "ABCDEFABCDEFABCDEFABCDEFABCDEFAB",
+    " abcdefabcdefabcdefabcdefabcdefab ",
+    "abcdefabcdefabcdefabcdefabcdefac",
+    "t13d1516h2_8daaf6152771_b186095e22b6",
+    "T13D1516H2_8DAAF6152771_B186095E22B6",
+]
+_CLEAN = {"src_ip": ip_address("3fff::10"), "dst_ip": ip_address("192.0.2.7")}  # listed by nothing
+
+
+def _tricky_flows() -> list[Flow]:
+    """Flows whose keys sit on every edge of the store's key test: near and inside listed networks, IPv6 text with
+    "::" anywhere, IPv4-mapped, names in upper case, with trailing dots, spaces, ports, IDNs; fingerprints in
+    upper case and with spaces."""
+    flows: list[Flow] = []
+    for text in _ON_EDGE_ADDRESSES:
+        for side in ("src_ip", "dst_ip"):
+            flows.append(_bare(len(flows), **{**_CLEAN, side: ip_address(text)}))
+    for name in _ON_EDGE_NAMES:
+        for field in ("dns_query", "sni", "http_host"):
+            flows.append(_bare(len(flows), **_CLEAN, **{field: name}))
+    for fingerprint in _ON_EDGE_PRINTS:
+        for field in ("client_fingerprint", "server_fingerprint"):
+            flows.append(_bare(len(flows), **_CLEAN, **{field: fingerprint}))
+    flows.append(_bare(len(flows), **_CLEAN))
+    return flows
+
+
+@pytest.mark.parametrize(
+    "listed",
+    [
+        pytest.param(_LISTED, id="mixed"),
+        pytest.param([*_LISTED, Indicator(IndicatorType.CIDR, "2000::/3", "w")], id="wide-v6"),
+        pytest.param([*_LISTED, Indicator(IndicatorType.CIDR, "0.0.0.0/1", "w")], id="wide-v4"),
+        pytest.param([Indicator(IndicatorType.DOMAIN, "evil.example", "f")], id="names-only"),
+        pytest.param(  # prefixes whose groups the text writes as "::"
+            [Indicator(IndicatorType.CIDR, n, "f") for n in ("2001:db8:0:0:5::/80", "2001:db8:aa::/48")], id="v6-deep"
+        ),
+        pytest.param([Indicator(IndicatorType.IPV4, "10.1.2.3", "f")], id="one-host"),
+    ],
+)
+def test_flow_keys_with_candidates_keep_every_flow_touching_keeps(store: SqlStore, listed: list[Indicator]) -> None:
+    flows = _tricky_flows()
+    store.save_batch(flows=flows)
+    index = IndicatorIndex(listed)
+    everything = list(store.flow_keys())
+    narrowed = list(store.flow_keys(candidates=key_filter(index)))
+    expected = set(touching(index, everything))
+    assert expected, "the case lists something the flows touch"
+    assert set(touching(index, narrowed)) == expected
+    assert {k[0] for k in narrowed} <= {k[0] for k in everything}
+    if store.url.startswith("sqlite"):
+        assert len(narrowed) < len(everything), "SQLite applies the test: flows no indicator lists stay out"
+
+
+def test_count_flows_within_a_window(store: SqlStore) -> None:
+    store.save_batch(flows=[make_flow(n) for n in (0, 10, 20)])
+    assert store.count_flows() == 3
+    assert store.count_flows(since=at(5)) == 2
+    assert store.count_flows(since=at(5), until=at(20)) == 1
+
+
+def test_retro_hunt_finds_what_the_detector_finds_over_every_archived_flow(store: SqlStore) -> None:
+    """The reference: decode every archived flow of the window and give each to the detector, oldest first."""
+    flows = [replace(f, first_seen_at=at(n * 60), last_seen_at=at(n * 60 + 5)) for n, f in enumerate(_tricky_flows())]
+    flows += [replace(f, id=f"{f.id}-again", first_seen_at=at(n * 60 + 30), last_seen_at=at(n * 60 + 35))
+              for n, f in enumerate(_tricky_flows())]  # fmt: skip
+    store.save_batch(flows=flows)
+    now = at(len(flows) * 60)
+    window = timedelta(seconds=len(flows) * 60 - 600)  # the first flows are outside it
+    hunt = retro_hunt_in(store, _LISTED, now=now, window=window, ongoing=timedelta(0))
+    detector = IntelMatchDetector(None, DetectorContext(indicators=tuple(_LISTED)))
+    reference = [f for flow in store.flows(since=now - window) for f in detector.observe(flow)]
+    assert reference, "the archive holds matches"
+    assert [(f.id, f.observed_at, f.indicator) for f in hunt.findings] == [
+        (f.id, f.observed_at, f.indicator) for f in reference
+    ]
+    assert all(f.measured["retro_hunt"] == 1 for f in hunt.findings)
+    assert hunt.flows_checked == len(store.flows(since=now - window))

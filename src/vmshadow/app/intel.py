@@ -23,7 +23,7 @@ from vmshadow.intel.lifecycle import IntelPolicy
 from vmshadow.intel.misp import parse_misp_event
 from vmshadow.intel.plain_list import load_plain_list
 from vmshadow.intel.result import IntelImport
-from vmshadow.intel.retro_hunt import Scanned, touching
+from vmshadow.intel.retro_hunt import key_filter, touching
 from vmshadow.intel.stix import parse_stix_bundle
 from vmshadow.ports.store import Store
 from vmshadow.refinement.merge import keep_decision
@@ -154,7 +154,6 @@ def retro_hunt_in(
     detector = IntelMatchDetector(None, DetectorContext(indicators=tuple(indicators)))
     if policy is not None:
         detector.use_policy(policy)
-    scanned = Scanned()
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
 
@@ -163,7 +162,11 @@ def retro_hunt_in(
         seconds[name] = round(time.perf_counter() - clock, 3)
         clock = time.perf_counter()
 
-    ids = list(touching(detector.index, store.flow_keys(since=now - window), scanned))
+    since = now - window
+    checked = store.count_flows(since=since)
+    # the store drops, as it scans, the flows that cannot touch a listed value; `touching` decides on the rest
+    keys = store.flow_keys(since=since, candidates=key_filter(detector.index))
+    ids = list(touching(detector.index, keys))
     lap("scan")
     flows = store.flows_by_id(ids)
     found = [
@@ -183,7 +186,7 @@ def retro_hunt_in(
     lap("recommend")
     store.save_batch(findings=found, proposals=proposals)
     lap("store")
-    return RetroHunt(scanned.flows, tuple(found), tuple(proposals), flows_matched=len(flows), seconds=seconds)
+    return RetroHunt(checked, tuple(found), tuple(proposals), flows_matched=len(flows), seconds=seconds)
 
 
 def _latest_contacts(findings: list[Finding], limit: int) -> list[Finding]:

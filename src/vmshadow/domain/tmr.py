@@ -7,6 +7,7 @@ else the set's global default.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -65,10 +66,16 @@ class Endpoint:
     def as_network(self) -> IPNetwork:
         if self.kind is not EndpointKind.NETWORK:
             raise ValueError(f"{self} is not a network")
-        return ipaddress.ip_network(self.value)
+        return _network(self.value)
 
     def __str__(self) -> str:
         return "any" if self.kind is EndpointKind.ANY else self.value
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(value: str) -> IPNetwork:
+    # parsed once per spelling: the evaluator asks a network endpoint for its network on every flow it replays
+    return ipaddress.ip_network(value)
 
 
 @dataclass(frozen=True, slots=True)

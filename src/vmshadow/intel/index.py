@@ -14,7 +14,7 @@ import contextlib
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from encodings import idna
@@ -24,7 +24,7 @@ import pytricia
 
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.indicator import Indicator, IndicatorType
-from vmshadow.domain.net import IPAddress
+from vmshadow.domain.net import IPAddress, IPNetwork
 from vmshadow.intel.bulk import collector_paused
 
 _HOST_TYPES = (IndicatorType.IPV4, IndicatorType.IPV6)
@@ -280,6 +280,25 @@ class IndicatorIndex:
 
     def __len__(self) -> int:
         return self._count
+
+    def listed_hosts(self) -> Iterator[IPAddress]:
+        """Every listed single address (a /32 or /128 network counts), whatever its validity."""
+        yield from (ipaddress.IPv4Address(n) for n in self._hosts4)
+        yield from (ipaddress.IPv6Address(n) for n in self._hosts6)
+
+    def listed_networks(self) -> Iterator[IPNetwork]:
+        """Every listed network wider than one address, whatever its validity."""
+        for trie in (self._v4, self._v6):
+            yield from (ipaddress.ip_network(prefix) for prefix in trie)
+
+    def listed_name_suffixes(self) -> set[str]:
+        """The last two labels of every listed domain ("evil.example" for "a.evil.example"): a name can only be
+        under a listed domain if it ends with one of them (a listed domain has two labels at least)."""
+        return {f"{second}.{top}" for top, node in self._domains.children.items() for second in node.children}
+
+    def listed_fingerprints(self) -> set[str]:
+        """Every listed JA3/JA4 fingerprint, normalized (`normalize_fingerprint`)."""
+        return set(self._fingerprints)
 
     def match_ip(self, address: IPAddress | str, at: datetime | None) -> Indicator | None:
         """The indicator of the most specific listed address or network holding `address`, valid at `at` (any

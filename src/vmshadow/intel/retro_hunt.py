@@ -6,6 +6,10 @@ the archive is scanned by keys, with each distinct address asked once, and only 
 value are decoded and given to `IntelMatchDetector`, which decides (validity at the flow's time, direction,
 repeats) exactly as it does live. The prefilter ignores validity, so it never drops a flow the detector would
 report. Pure: no I/O.
+
+Before that, `key_filter` describes what listed values look like coarsely (addresses, network prefixes, the last
+two labels of names) for the store to drop, while it scans, the flows that cannot touch any of them: most of an
+archive never reaches Python. That test only narrows what `touching` reads; `touching` decides.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from vmshadow.intel.index import IndicatorIndex
-from vmshadow.ports.store import FlowKeys
+from vmshadow.ports.store import FlowKeys, KeyFilter
 
 MAX_REMEMBERED = 1_000_000  # distinct addresses remembered while scanning; beyond it, the memo starts over
 
@@ -47,6 +51,41 @@ def touching(index: IndicatorIndex, keys: Iterable[FlowKeys], scanned: Scanned |
             yield flow_id
     if scanned is not None:
         scanned.flows = count
+
+
+def key_filter(index: IndicatorIndex) -> KeyFilter:
+    """The coarse test (`KeyFilter`) every flow that `touching` keeps passes: listed hosts, the octet-aligned
+    (IPv4) or group-aligned (IPv6) prefixes of listed networks, the last two labels of listed domains, and the
+    listed fingerprints."""
+    v4: tuple[set[str], set[str], set[str]] = (set(), set(), set())
+    v6: tuple[set[str], set[str], set[str], set[str]] = (set(), set(), set(), set())
+    any_v4 = any_v6 = False
+    for network in index.listed_networks():
+        if network.version == 4:
+            octets = min(network.prefixlen // 8, 3)
+            if octets == 0:  # wider than a /8: list the first octets it spans
+                first, last = int(network.network_address) >> 24, int(network.broadcast_address) >> 24
+                v4[0].update(f"{n}." for n in range(first, last + 1))
+                continue
+            v4[octets - 1].add(".".join(str(network.network_address).split(".")[:octets]) + ".")
+        else:
+            groups = min(network.prefixlen // 16, 4)
+            if groups == 0:  # wider than a /16: every IPv6 address passes
+                any_v6 = True
+                continue
+            written = network.network_address.exploded.split(":")[:groups]
+            v6[groups - 1].add("".join(f"{int(g, 16):x}:" for g in written))
+    if len(v4[0]) == 256:
+        any_v4 = True
+    return KeyFilter(
+        hosts=frozenset(str(a) for a in index.listed_hosts()),
+        v4_prefixes=(frozenset(v4[0]), frozenset(v4[1]), frozenset(v4[2])),
+        v6_prefixes=(frozenset(v6[0]), frozenset(v6[1]), frozenset(v6[2]), frozenset(v6[3])),
+        any_v4=any_v4,
+        any_v6=any_v6,
+        name_suffixes=frozenset(index.listed_name_suffixes()),
+        fingerprints=frozenset(index.listed_fingerprints()),
+    )
 
 
 def _names_listed(index: IndicatorIndex, *names: str) -> bool:

@@ -7,6 +7,7 @@ One schema for SQLite and PostgreSQL. Writes are idempotent by id (a redelivered
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -20,6 +21,35 @@ from vmshadow.domain.proposal import Proposal, ProposalState
 FlowKeys = tuple[str, str, str, str, str, str, str, str]
 """What threat intel matches a flow on, read without decoding the flow: (id, src_ip, dst_ip, dns_query, sni,
 http_host, client_fingerprint, server_fingerprint); DPI fields the flow lacks are empty strings."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFilter:
+    """A coarse test a flow's keys must pass to possibly touch a listed value, for a store to apply while it
+    scans (in SQL, at C speed), so the caller's exact test reads only the flows that pass. A superset: a store
+    may let more through, never fewer. Addresses are compared as the store writes them (`str(address)`, the
+    canonical text); anything it cannot judge from the text (zones, dotted IPv6, IPv4-mapped) passes.
+
+    `hosts`: listed addresses. `v4_prefixes[k]`: the first k+1 octets of listed IPv4 networks, dotted with a
+    trailing dot ("198.", "198.51.", "198.51.100."). `v6_prefixes[k]`: the first k+1 groups of listed IPv6
+    networks, written out in full (no "::", no leading zeros) with a trailing colon ("2001:db8:0:"). `any_v4` /
+    `any_v6`: a network too wide for a prefix is listed, so every address of that family passes.
+    `name_suffixes`: the last two labels of listed domains (a name under a listed domain ends with them).
+    `fingerprints`: listed JA3/JA4 values, lower-case.
+    """
+
+    hosts: frozenset[str] = frozenset()
+    v4_prefixes: tuple[frozenset[str], frozenset[str], frozenset[str]] = (frozenset(), frozenset(), frozenset())
+    v6_prefixes: tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]] = (
+        frozenset(),
+        frozenset(),
+        frozenset(),
+        frozenset(),
+    )
+    any_v4: bool = False
+    any_v6: bool = False
+    name_suffixes: frozenset[str] = frozenset()
+    fingerprints: frozenset[str] = frozenset()
 
 
 class Store(Protocol):
@@ -43,11 +73,20 @@ class Store(Protocol):
         """Flows whose first packet is in [since, until), oldest first; `vmn` matches either side."""
         ...
 
-    def count_flows(self) -> int: ...
+    def count_flows(self, *, since: datetime | None = None, until: datetime | None = None) -> int:
+        """Flows whose first packet is in [since, until)."""
+        ...
 
-    def flow_keys(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[FlowKeys]:
+    def flow_keys(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        candidates: KeyFilter | None = None,
+    ) -> Iterator[FlowKeys]:
         """The intel-matchable fields of the flows whose first packet is in [since, until), streamed in no
-        particular order (a retro-hunt over millions of archived flows decodes only those that match)."""
+        particular order (a retro-hunt over millions of archived flows decodes only those that match). With
+        `candidates`, flows whose keys cannot pass it may be left out (a store that cannot filter yields all)."""
         ...
 
     def flows_by_id(self, ids: Sequence[str]) -> list[Flow]:

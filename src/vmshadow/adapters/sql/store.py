@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,7 +36,7 @@ from vmshadow.domain.flow import Flow
 from vmshadow.domain.indicator import Indicator
 from vmshadow.domain.outcome import Outcome, OutcomeKind, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
-from vmshadow.ports.store import FlowKeys
+from vmshadow.ports.store import FlowKeys, KeyFilter
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -46,6 +48,7 @@ _SQLITE_BUSY_TIMEOUT_S = 30.0
 # The DPI fields threat intel matches on, in `FlowKeys` order after the addresses.
 _KEY_FIELDS = ("dns_query", "sni", "http_host", "client_fingerprint", "server_fingerprint")
 _KEY_BATCH = 10_000
+_SCAN_PARTS = max(1, min(4, os.cpu_count() or 1))  # a filtered key scan runs on this many threads
 _BULK_CACHE_KIB = -262_144  # 256 MiB (negative: KiB), while a bulk upsert runs
 # the `indicators` columns in `tables.py` order; a contract test proves the upsert stores what SQLAlchemy would
 _SQLITE_UPSERT_INDICATOR = (
@@ -142,6 +145,8 @@ class SqlStore:
         self._engine = make_engine(url)
         self._writer = self._engine.execution_options(**{_WRITE: True})
         self._postgres = self._engine.dialect.name == "postgresql"
+        # an in-memory SQLite database is one connection: it cannot serve two threads at once
+        self._scan_parts = 1 if isinstance(self._engine.pool, StaticPool) else _SCAN_PARTS
 
     @property
     def url(self) -> str:
@@ -346,10 +351,17 @@ class SqlStore:
         with self._engine.connect() as conn:
             return [codec.flow_from_json(data) for data in conn.scalars(query)]
 
-    def flow_keys(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[FlowKeys]:
+    def flow_keys(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        candidates: KeyFilter | None = None,
+    ) -> Iterator[FlowKeys]:
         if not self._postgres:
-            yield from self._sqlite_flow_keys(since, until)
+            yield from self._sqlite_flow_keys(since, until, candidates)
             return
+        # PostgreSQL streams every key: `candidates` is only a hint (its text tests are written for SQLite)
         c = t.flows.c
         query = select(c.id, c.src_ip, c.dst_ip, *(c[name] for name in _KEY_FIELDS))
         if since is not None:
@@ -361,16 +373,61 @@ class SqlStore:
             for rows in result.partitions():
                 yield from (tuple(row) for row in rows)
 
-    def _sqlite_flow_keys(self, since: datetime | None, until: datetime | None) -> Iterator[FlowKeys]:
+    def _sqlite_flow_keys(
+        self, since: datetime | None, until: datetime | None, candidates: KeyFilter | None
+    ) -> Iterator[FlowKeys]:
         # The DB-API cursor straight: SQLAlchemy's row processing doubled the cost of a scan of millions of rows
         # (bench/intel.py). Times are written as SQLAlchemy's SQLite dialect stores them (naive UTC text).
-        where, params = [], []
-        if since is not None:
-            where.append("first_seen_at >= ?")
-            params.append(_sqlite_time(since))
-        if until is not None:
-            where.append("first_seen_at < ?")
-            params.append(_sqlite_time(until))
+        if candidates is None:
+            yield from self._sqlite_keys_in(_sqlite_window(since, until), None)
+            return
+        test = _sqlite_key_test(candidates)
+        # The test runs in SQLite, which lets go of the GIL while it steps: parts of the window scanned on threads
+        # of their own run on as many cores. Few rows pass, so each part is collected whole.
+        parts = self._sqlite_window_parts(since, until, self._scan_parts)
+        if len(parts) == 1:
+            yield from self._sqlite_keys_in(parts[0], test)
+            return
+        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="vmshadow-scan") as pool:
+            for rows in pool.map(lambda part: list(self._sqlite_keys_in(part, test)), parts):
+                yield from rows
+
+    def _sqlite_window_parts(
+        self, since: datetime | None, until: datetime | None, parts: int
+    ) -> list[tuple[list[str], dict[str, Any]]]:
+        """[since, until) cut into `parts` windows of equal time between the first and last flow in it (as SQL
+        conditions and parameters); one window when there is nothing to cut."""
+        where, params = _sqlite_window(since, until)
+        if parts < 2:
+            return [(where, params)]
+        sql = "SELECT min(first_seen_at), max(first_seen_at) FROM flows"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._engine.connect() as conn:
+            first, last = conn.exec_driver_sql(sql, params).one()
+        if first is None or first == last:
+            return [(where, params)]
+        start, end = (datetime.fromisoformat(v) for v in (first, last))
+        cuts = [_sqlite_time((start + (end - start) * n / parts).replace(tzinfo=UTC)) for n in range(1, parts)]
+        windows = []
+        for n in range(parts):
+            part_where, part_params = list(where), dict(params)
+            if n > 0:
+                part_where.append(f"first_seen_at >= :after_{n}")
+                part_params[f"after_{n}"] = cuts[n - 1]
+            if n < parts - 1:
+                part_where.append(f"first_seen_at < :before_{n}")
+                part_params[f"before_{n}"] = cuts[n]
+            windows.append((part_where, part_params))
+        return windows
+
+    def _sqlite_keys_in(
+        self, window: tuple[list[str], dict[str, Any]], test: tuple[str, dict[str, str]] | None
+    ) -> Iterator[FlowKeys]:
+        where, params = list(window[0]), dict(window[1])
+        if test is not None:
+            where.append(test[0])
+            params.update(test[1])
         sql = f"SELECT id, src_ip, dst_ip, {', '.join(_KEY_FIELDS)} FROM flows"  # noqa: S608 - fixed names only
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -397,9 +454,15 @@ class SqlStore:
                 found.extend(codec.flow_from_json(data) for _, _, data in conn.execute(query))
         return sorted(found, key=lambda f: (f.first_seen_at, f.id))
 
-    def count_flows(self) -> int:
+    def count_flows(self, *, since: datetime | None = None, until: datetime | None = None) -> int:
+        c = t.flows.c
+        query = select(func.count()).select_from(t.flows)
+        if since is not None:
+            query = query.where(c.first_seen_at >= since)
+        if until is not None:
+            query = query.where(c.first_seen_at < until)
         with self._engine.connect() as conn:
-            return conn.scalar(select(func.count()).select_from(t.flows)) or 0
+            return conn.scalar(query) or 0
 
     def findings(self, *, since: datetime | None = None) -> list[Finding]:
         c = t.findings.c
@@ -590,6 +653,102 @@ def _indicator_row(i: Indicator, at: datetime) -> Row:
         "updated_at": utc(at),
         "data": codec.indicator_to_json(i),
     }
+
+
+def _sqlite_window(since: datetime | None, until: datetime | None) -> tuple[list[str], dict[str, Any]]:
+    where, params = [], {}
+    if since is not None:
+        where.append("first_seen_at >= :since")
+        params["since"] = _sqlite_time(since)
+    if until is not None:
+        where.append("first_seen_at < :until")
+        params["until"] = _sqlite_time(until)
+    return where, params
+
+
+# --- the retro-hunt's key test in SQL (`KeyFilter`): string functions only, so SQLite runs it in C per row ---
+
+_LABEL = "abcdefghijklmnopqrstuvwxyz0123456789-_"
+_LABEL_ANY_CASE = _LABEL + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NAME_END = " ."  # with the ASCII whitespace Python's str.strip() removes (char() in the SQL)
+_FINGERPRINT = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
+
+
+def _v6_full(col: str) -> str:
+    """An IPv6 address's text with its "::" written out as zero groups (seven colons, or six when the text ends
+    with "::": its last group, which no prefix of four groups reaches, is left off). Text starting with "::" is not
+    handled (the caller lets it pass)."""
+    at = f"instr({col}, '::')"
+    zeros = f"substr('0:0:0:0:0:0:0:0:', 1, 2 * (8 + length(replace({col}, ':', '')) - length({col})))"
+    return f"(CASE WHEN {at} = 0 THEN {col} ELSE substr({col}, 1, {at}) || {zeros} || substr({col}, {at} + 2) END)"
+
+
+def _sqlite_key_test(f: KeyFilter) -> tuple[str, dict[str, str]]:
+    """A WHERE condition true for every flow whose keys may pass `f` (see `KeyFilter`), and its parameters:
+    each set is one JSON array, read by `json_each` once per statement."""
+    params: dict[str, str] = {}
+
+    def among(expr: str, name: str, values: frozenset[str]) -> str:
+        params[name] = json.dumps(sorted(values))
+        return f"{expr} IN (SELECT value FROM json_each(:{name}))"  # noqa: S608 - values are parameters
+
+    # a prefix ends with its separator, so an address is in the network when its text starts with the prefix
+    v4 = frozenset(p for level in f.v4_prefixes for p in level)
+    v6 = frozenset(p for level in f.v6_prefixes for p in level)
+
+    def prefixed(text: str, prefixes: frozenset[str], family: str) -> str:
+        # Cut to the shortest prefix's length, the test is one lookup (SQLite runs a chain of them much slower):
+        # an address starting with a listed prefix starts with its cut too; the few others pass to `touching`.
+        shortest = min(len(p) for p in prefixes)
+        return among(f"substr({text}, 1, {shortest})", f"{family}_prefixes", frozenset(p[:shortest] for p in prefixes))
+
+    def address(col: str) -> str:
+        v4_tests, v6_tests = [], []
+        if f.hosts:
+            v4_tests.append(among(col, "hosts", f.hosts))
+            v6_tests.append(among(col, "hosts", f.hosts))
+        if f.any_v4:
+            v4_tests = ["1"]
+        elif v4:
+            v4_tests.append(prefixed(col, v4, "v4"))
+        # what the text alone cannot settle passes: a zone, dotted IPv6, text starting with "::" (IPv4-mapped too)
+        v6_tests = [f"instr({col}, '%') > 0", f"instr({col}, '.') > 0", f"substr({col}, 1, 2) = '::'"]
+        if f.hosts:
+            v6_tests.append(among(col, "hosts", f.hosts))
+        if f.any_v6:
+            v6_tests = ["1"]
+        elif v6:
+            v6_tests.append(prefixed(_v6_full(col), v6, "v6"))
+        return f"(CASE WHEN instr({col}, ':') = 0 THEN {' OR '.join(v4_tests) or '0'} ELSE {' OR '.join(v6_tests)} END)"
+
+    # a name under a listed domain ends with its two last labels; most names stop at the first test, on the last
+    tlds = frozenset(n.rpartition(".")[2] for n in f.name_suffixes)
+
+    def name(col: str) -> str:
+        # The index matches the labels of the name stripped of whitespace and trailing dots, lower-cased: a match
+        # needs its last two labels to be a listed domain's. Non-ASCII names (IDNs) pass.
+        trimmed = f"rtrim({col}, '{_NAME_END}' || char(9, 10, 11, 12, 13, 28, 29, 30, 31))"
+        head = f"rtrim({trimmed}, '{_LABEL_ANY_CASE}')"
+        last = f"lower(substr({trimmed}, length({head}) + 1))"
+        last_two = f"lower(substr({trimmed}, length(rtrim(rtrim({head}, '.'), '{_LABEL_ANY_CASE}')) + 1))"
+        return (
+            f"({col} <> '' AND (length({col}) <> length(CAST({col} AS BLOB))"
+            f" OR ({among(last, 'tlds', tlds)} AND {among(last_two, 'names', f.name_suffixes)})))"
+        )
+
+    def fingerprint(col: str) -> str:
+        # the index compares them stripped and lower-cased: any other character (spaces, non-ASCII) passes
+        return (
+            f"({col} <> '' AND (rtrim({col}, '{_FINGERPRINT}') <> ''"
+            f" OR {among(f'lower({col})', 'fingerprints', f.fingerprints)}))"
+        )
+
+    tests = [address("dst_ip"), address("src_ip")]
+    if f.name_suffixes:
+        tests.extend(name(col) for col in ("dns_query", "sni", "http_host"))
+    if f.fingerprints:
+        tests.extend(fingerprint(col) for col in ("client_fingerprint", "server_fingerprint"))
+    return "(" + " OR ".join(tests) + ")", params
 
 
 def _sqlite_time(value: datetime) -> str:
