@@ -129,3 +129,26 @@ def test_a_new_proposal_reports_conflicts_with_the_pending_ones_and_leaves_them_
     (again,) = [p for p in s.store.proposals() if p.kind is ProposalKind.ADD_DENY]
     assert again.conflicts == deny.conflicts
     s.store.close()
+
+
+def test_the_same_proposal_made_again_brings_the_impact_of_the_latest_window(tmp_path: Path) -> None:
+    s = service(tmp_path)
+
+    def scan_flows(first: int, count: int) -> list[object]:
+        return [
+            make_flow(n, src_ip=SCANNER, src_vmn="vm1", dst_ip=TARGET, dst_vmn="vm2", dst_port=20 + n % 3,
+                      first_seen_at=at(50 + n))
+            for n in range(first, first + count)
+        ]  # fmt: skip
+
+    s.recent.extend(scan_flows(0, 2))  # type: ignore[arg-type]
+    flush(s, scan(1, range(20, 23)))
+    (first,) = s.store.proposals()
+    assert first.impact.newly_blocked_flows == 2
+    s.store.save_batch(proposals=[replace(first, state=ProposalState.APPROVED)])  # decided meanwhile
+    s.recent.extend(scan_flows(2, 5))  # type: ignore[arg-type]
+    flush(s, scan(1, range(20, 23)))  # the same finding again: same rule, same score
+    (again,) = s.store.proposals()
+    assert (again.id, again.state, again.created_at) == (first.id, ProposalState.APPROVED, first.created_at)
+    assert again.impact.newly_blocked_flows == 7, "the impact of the latest replay, not the first one's"
+    s.store.close()
