@@ -28,6 +28,8 @@ from vmshadow.domain.net import IPAddress, IPNetwork
 from vmshadow.intel.bulk import collector_paused
 
 _HOST_TYPES = (IndicatorType.IPV4, IndicatorType.IPV6)
+_LEVELS4 = (0, 8, 16, 24)  # prefix lengths the network covers are cut to (`IndicatorIndex._cover`)
+_LEVELS6 = (0, 16, 32, 48, 64)
 _FINGERPRINT_TYPES = (IndicatorType.JA3, IndicatorType.JA4)
 
 # RFC 1035 LDH label; underscores are allowed because DNS carries them (SRV, DMARC and many real hostnames)
@@ -192,6 +194,12 @@ class IndicatorIndex:
         self._v4 = pytricia.PyTricia(32)
         self._v6 = pytricia.PyTricia(128)
         self._networks = [0, 0]  # networks held in the v4 and v6 tries (len() of a PyTricia walks the whole trie)
+        # Which tries are worth asking: per level, the leading bits of the listed networks cut to it (a network goes
+        # to the longest level not longer than its prefix; level 0 holds all). An address none of them holds is in
+        # no listed network, so most misses cost a shift and a set lookup instead of a trie walk.
+        self._covers: tuple[dict[int, set[int]], dict[int, set[int]]] = ({}, {})
+        self._cover4: tuple[tuple[int, set[int]], ...] = ()
+        self._cover6: tuple[tuple[int, set[int]], ...] = ()
         self._domains = _DomainNode()
         self._urls: dict[str, list[Indicator]] = {}
         self._fingerprints: dict[str, list[Indicator]] = {}
@@ -268,6 +276,7 @@ class IndicatorIndex:
             if not trie.has_key(text):
                 trie[text] = []
                 self._networks[key.version == 6] += 1
+                self._cover(key)
             found: list[Indicator] = trie[text]
             return found
         if isinstance(key, list):
@@ -277,6 +286,17 @@ class IndicatorIndex:
             return node.indicators
         table = self._urls if kind is IndicatorType.URL else self._fingerprints
         return table.setdefault(str(key), [])
+
+    def _cover(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        bits, levels = (32, _LEVELS4) if network.version == 4 else (128, _LEVELS6)
+        level = max(n for n in levels if n <= network.prefixlen)
+        covers = self._covers[network.version == 6]
+        covers.setdefault(bits - level, set()).add(int(network.network_address) >> (bits - level))
+        found = tuple(sorted(covers.items(), reverse=True))  # the widest first
+        if network.version == 4:
+            self._cover4 = found
+        else:
+            self._cover6 = found
 
     def __len__(self) -> int:
         return self._count
@@ -318,7 +338,10 @@ class IndicatorIndex:
                 found = _first_valid(candidates, at)
                 if found is not None:
                     return found
-            return _longest_valid(self._v4, key, at) if self._networks[0] else None
+            for shift, prefixes in self._cover4:
+                if key >> shift in prefixes:
+                    return _longest_valid(self._v4, key, at)
+            return None
         # the integer ignores a zone (%eth0), which does not change which host it is
         return self._match_int(6, int(ip), at)
 
@@ -326,8 +349,11 @@ class IndicatorIndex:
         if version == 6:
             candidates = self._hosts6.get(number)
             found = _first_valid(candidates, at) if candidates is not None else None
-            if found is None and self._networks[1]:
-                found = _longest_valid(self._v6, number.to_bytes(16, "big"), at)
+            if found is None:
+                for shift, prefixes in self._cover6:
+                    if number >> shift in prefixes:
+                        found = _longest_valid(self._v6, number.to_bytes(16, "big"), at)
+                        break
             if found is None and number >> 32 == 0xFFFF:
                 # ::ffff:a.b.c.d is the IPv4 host a.b.c.d as a dual-stack socket reports it
                 found = self._match_int(4, number & 0xFFFFFFFF, at)
@@ -337,7 +363,10 @@ class IndicatorIndex:
             found = _first_valid(candidates, at)
             if found is not None:
                 return found
-        return _longest_valid(self._v4, number, at) if self._networks[0] else None
+        for shift, prefixes in self._cover4:
+            if number >> shift in prefixes:
+                return _longest_valid(self._v4, number, at)
+        return None
 
     def match_domain(self, name: str, at: datetime | None) -> Indicator | None:
         """The indicator of the longest listed domain equal to `name` or a parent of it, valid at `at`."""

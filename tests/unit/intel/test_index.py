@@ -48,6 +48,41 @@ def test_longest_prefix_wins() -> None:
     assert len(index) == 3
 
 
+def _network_strategy(version: int) -> st.SearchStrategy[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    bits = 32 if version == 4 else 128
+    # few leading bits vary, so addresses and networks meet often; every prefix length, /0 included
+    return st.builds(
+        lambda top, prefix: ipaddress.ip_network(((top << (bits - 4)), prefix), strict=False),
+        st.integers(0, 15),
+        st.integers(0, bits),
+    )
+
+
+def _address_strategy(version: int) -> st.SearchStrategy[int]:
+    bits = 32 if version == 4 else 128
+    return st.builds(lambda top, low: (top << (bits - 4)) | low, st.integers(0, 15), st.integers(0, (1 << 12) - 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    version=st.sampled_from([4, 6]),
+    data=st.data(),
+)
+def test_match_ip_agrees_with_a_scan_of_every_listed_network(version: int, data: st.DataObject) -> None:
+    """The network covers only skip the tries for addresses no listed network holds: the answer is always the most
+    specific listed network or host holding the address (a brute-force scan is the oracle)."""
+    networks = data.draw(st.lists(_network_strategy(version), min_size=1, max_size=8, unique=True))
+    listed = [ind(IndicatorType.CIDR, str(n), f"s{i}") for i, n in enumerate(networks)]
+    index = IndicatorIndex(listed)
+    for number in data.draw(st.lists(_address_strategy(version), min_size=1, max_size=20)):
+        address = ipaddress.ip_address(number) if version == 4 else ipaddress.IPv6Address(number)
+        holding = [(n.prefixlen, i) for i, n in enumerate(networks) if address in n]
+        expected = max(holding)[1] if holding else None
+        found = index.match_ip(address, NOW)
+        assert (found.source if found else None) == (f"s{expected}" if expected is not None else None), address
+        assert index.match_ip(str(address), None) == found
+
+
 def test_ipv6_and_ipv4_mapped_addresses() -> None:
     index = IndicatorIndex(
         [
