@@ -48,8 +48,9 @@ def _record(store: Store, outcomes: list[Outcome]) -> list[Outcome]:
 
 
 def _lifecycle(store: Store) -> list[Outcome]:
-    """Rollbacks and expiries from the review log, recorded once each."""
-    proposals = {p.id: p for p in store.proposals()}
+    """Rollbacks and expiries from the review log, recorded once each. Only proposals in those (final) states
+    can have such a decision, so only they are read."""
+    proposals = {p.id: p for s in (ProposalState.ROLLED_BACK, ProposalState.EXPIRED) for p in store.proposals(state=s)}
     return _record(store, outcomes_from_decisions(proposals, store.decisions()))
 
 
@@ -94,7 +95,12 @@ def measure(
         found = outcomes_from_counters(applied, before or {}, counters, now)
         applied_at = {p.id: t for p in applied if (t := _applied_at(store, p)) is not None}
         if applied_at:
-            findings = store.findings()
+            # bounded: the findings observed since the oldest apply (a later one means the offender went on), and
+            # each proposal's own evidence by id (it is older than the apply)
+            findings = store.findings(since=min(applied_at.values()))
+            known = {f.id for f in findings}
+            wanted = dict.fromkeys(i for p in applied if p.id in applied_at for i in p.evidence.finding_ids)
+            findings += [f for i in wanted if i not in known and (f := store.finding(i)) is not None]
             for p in applied:
                 if p.id in applied_at:
                     found += outcomes_from_findings(p, findings, applied_at=applied_at[p.id], at=now, quiet=quiet)
