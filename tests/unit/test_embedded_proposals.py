@@ -11,10 +11,12 @@ from vmshadow.adapters.sql import open_store
 from vmshadow.app.embedded import EmbeddedService
 from vmshadow.domain.flow import TCP
 from vmshadow.domain.net import Protocol
-from vmshadow.domain.proposal import ProposalKind, ProposalState
+from vmshadow.domain.proposal import Proposal, ProposalKind, ProposalState
 from vmshadow.domain.tmr import TMR, Action, Endpoint, Origin, TMRSet
 from vmshadow.domain.vmn import VMN
+from vmshadow.ports.store import Store
 from vmshadow.refinement.add_allow import LeastPrivilegeRecommender
+from vmshadow.refinement.guardrails import GuardRails
 from vmshadow.refinement.scoped_deny import ScopedDenyRecommender
 
 SCANNER, TARGET = ipaddress.ip_address("198.18.0.11"), ipaddress.ip_address("198.18.0.12")
@@ -152,3 +154,43 @@ def test_the_same_proposal_made_again_brings_the_impact_of_the_latest_window(tmp
     assert (again.id, again.state, again.created_at) == (first.id, ProposalState.APPROVED, first.created_at)
     assert again.impact.newly_blocked_flows == 7, "the impact of the latest replay, not the first one's"
     s.store.close()
+
+
+class CountingStore:
+    """The store, counting the whole-table reads `with_records` makes (proposals of every state)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.full_reads = 0
+
+    def proposals(self, *, state: ProposalState | None = None) -> list[Proposal]:
+        self.full_reads += state is None
+        return self.store.proposals(state=state)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+def test_the_store_records_are_read_every_records_every_s_and_own_proposals_count_in_between(tmp_path: Path) -> None:
+    now = [at(100)]
+    counting = CountingStore(open_store(f"sqlite:///{tmp_path / 'v.db'}"))
+    s = replace(
+        service(tmp_path),
+        store=counting,  # type: ignore[arg-type]
+        clock=lambda: now[0],
+        guard_rails=GuardRails(max_proposals=1),  # one rule proposal per hour and recommender
+    )
+    flush(s, scan(1, range(20, 23)))
+    assert counting.full_reads == 1
+    (first,) = counting.proposals(state=ProposalState.PROPOSED)
+    now[0] = at(110)  # within records_every_s: not read again, but the proposal just stored counts
+    other = make_finding(2, src_ip=TARGET, src_vmn="vm2", dst_ips=(SCANNER,), dst_ports=(22, 23, 24), protocol=TCP,
+                         score=0.9, first_seen_at=at(100), observed_at=at(110))  # fmt: skip
+    flush(s, other)
+    assert counting.full_reads == 1
+    kinds = sorted(str(p.kind) for p in counting.store.proposals() if p.id != first.id)
+    assert kinds == ["alert"], "the rate cap counted the proposal stored 10 s earlier"
+    now[0] = at(100 + s.records_every_s)
+    flush(s, scan(3, range(20, 23)))
+    assert counting.full_reads == 2, "read again once records_every_s has passed"
+    counting.store.close()

@@ -12,13 +12,13 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from vmshadow.analysis.detector import Detector
-from vmshadow.app.feedback import with_records
+from vmshadow.app.feedback import RECORDS_LOOKBACK, with_records
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.proposal import Proposal, ProposalState
@@ -36,6 +36,7 @@ from vmshadow.stages.recommend import per_batch, run_recommend, scheduled
 
 RECENT_FLOWS = 100_000  # kept in memory for impact replay; older ones are in the store
 FLUSH_EVERY_S = 1.0
+RECORDS_EVERY_S = 30.0  # how often the store's records (reports, proposals of the last week) are read again
 
 Clock = Callable[[], datetime]
 MirrorCounters = Callable[[], dict[str, dict[str, int]]]  # VMN -> {"packets": n, "bytes": n}
@@ -94,6 +95,9 @@ class EmbeddedService:
     _pending_findings: list[Finding] = field(default_factory=list)
     _mirrored_at_start: dict[str, dict[str, int]] = field(default_factory=dict)
     _last_status: tuple[datetime, dict[str, int]] | None = None  # when, and flows per VMN then: for flows/s
+    records_every_s: float = RECORDS_EVERY_S
+    _records: tuple[datetime, RecommendContext] | None = None  # when the store's records were read, and them
+    _stored_since: dict[str, Proposal] = field(default_factory=dict)  # proposals this service stored since then
 
     def run(self, stop: threading.Event) -> None:
         """Meter and analyse until `stop` is set; then stop the meters and store what is pending."""
@@ -132,6 +136,7 @@ class EmbeddedService:
             fresh = run_recommend(findings, self.tmrset, per_batch(self.recommenders), self._context(), self.trust())
             proposals = self._placed(fresh)
         self.store.save_batch(flows=flows, findings=findings, proposals=proposals)
+        self._stored(proposals)
         self._pending_flows, self._pending_findings = [], []
         if findings or proposals:
             self.on_stored(findings, proposals)
@@ -140,11 +145,32 @@ class EmbeddedService:
 
     def _context(self) -> RecommendContext:
         """What recommenders see: recent flows, guard-rails, the impact window, and from the store the reports,
-        past proposals (escalation) and recent ones (rate cap)."""
+        past proposals (escalation) and recent ones (rate cap).
+
+        The store's records are read every `records_every_s` (they span a week and the store holds every proposal
+        ever made: reading them for every batch with findings cost ~1 s at 20,000 proposals); in between, the
+        proposals this service stored are added to them, so its own count at once (rate cap, escalation), and the
+        windows slide with the clock. What other processes record (reports, decisions, their proposals) is seen
+        at the next read."""
+        now = self.clock()
         context = RecommendContext(
-            now=self.clock(), flows=tuple(self.recent), guard_rails=self.guard_rails, impact_window=self.impact_window
+            now=now, flows=tuple(self.recent), guard_rails=self.guard_rails, impact_window=self.impact_window
         )
-        return with_records(self.store, context)
+        if self._records is None or not 0 <= (now - self._records[0]).total_seconds() < self.records_every_s:
+            self._records, self._stored_since = (now, with_records(self.store, context)), {}
+        records = self._records[1]
+        since, rate_since = now - RECORDS_LOOKBACK, now - self.guard_rails.rate_window
+        known = {p.id: p for p in records.past_proposals} | self._stored_since
+        proposals = tuple(p for p in known.values() if since < p.created_at <= now)
+        return replace(
+            context,
+            reports=tuple(r for r in records.reports if since < r.outcome.observed_at <= now),
+            past_proposals=proposals,
+            recent_proposals=tuple(p for p in proposals if rate_since < p.created_at),
+        )
+
+    def _stored(self, proposals: Sequence[Proposal]) -> None:
+        self._stored_since.update((p.id, p) for p in proposals)
 
     def recommend_scheduled(self) -> list[Proposal]:
         """Run the recommenders that read the whole window rather than a batch (least privilege); a periodic duty.
@@ -156,6 +182,7 @@ class EmbeddedService:
         proposals = self._placed(fresh)
         if proposals:
             self.store.save_batch(proposals=proposals)
+            self._stored(proposals)
             self.on_stored([], proposals)
             for p in proposals:
                 self.on_proposal(p)
