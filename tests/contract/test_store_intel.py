@@ -4,13 +4,16 @@ indicators updated since a time (the live refresh)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from ipaddress import ip_address
 from typing import Any
 
 import pytest
 from sqlalchemy import Column, MetaData, Table
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import IntegrityError
 
 from tests.factories import at, make_flow
 from vmshadow.adapters.sql import SqlStore, open_store, tables
@@ -18,6 +21,7 @@ from vmshadow.adapters.sql.store import _flow_row, _indicator_row, make_engine, 
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.intel.intel_match import IntelMatchDetector
 from vmshadow.app.intel import retro_hunt_in
+from vmshadow.domain import codec
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.indicator import Indicator, IndicatorType
 from vmshadow.intel.index import IndicatorIndex
@@ -96,10 +100,21 @@ _NAMES = ("dns_query", "sni", "http_host", "client_fingerprint", "server_fingerp
 _AT_0003 = {c.name for c in tables.flows.c} - set(_NAMES)
 
 
-def test_indicator_rows_are_written_as_sqlalchemy_writes_them(fresh_url: FreshUrl) -> None:
+@pytest.mark.parametrize(
+    "listed",
+    [
+        Indicator(IndicatorType.DOMAIN, "evil.example", "feed", valid_until=at(3600), revoked=True, labels=("c2",)),
+        Indicator(IndicatorType.IPV4, "198.51.100.1", "ipsum/1.txt", confidence=70),
+        Indicator(IndicatorType.URL, 'http://x.example/"q"\\ü', 'a "quoted" sourcé', confidence=0, revoked=True),
+        Indicator(IndicatorType.JA3, "abcdefabcdefabcdefabcdefabcdefab", "f", external_id="indicator--1"),
+        Indicator(IndicatorType.CIDR, "2001:db8::/32", "f", valid_from=at(0), kill_chain_phases=("k:p",)),
+    ],
+    ids=["full", "plain", "plain-quoted", "external-id", "valid-from"],
+)
+def test_indicator_rows_are_written_as_sqlalchemy_writes_them(fresh_url: FreshUrl, listed: Indicator) -> None:
     """SQLite stores indicators through the DB-API's executemany: the columns must hold what SQLAlchemy's types
-    would have written, or time comparisons (expiry, updated_since) would go wrong."""
-    listed = Indicator(IndicatorType.DOMAIN, "evil.example", "feed", valid_until=at(3600), revoked=True, labels=("c2",))
+    would have written, or time comparisons (expiry, updated_since) would go wrong; the JSON form is the very text
+    `json.dumps` makes of the codec's form."""
     url = fresh_url()
     with open_store(url) as store:
         store.save_indicators([listed], at=at(10))
@@ -115,6 +130,34 @@ def test_indicator_rows_are_written_as_sqlalchemy_writes_them(fresh_url: FreshUr
         engine.dispose()
     decode = lambda v: json.loads(v) if isinstance(v, str) else v  # noqa: E731 - JSON is text on SQLite
     assert (*fast[:7], decode(fast[7])) == (*core[:7], decode(core[7]))
+    if isinstance(fast[7], str):
+        assert fast[7] == json.dumps(codec.indicator_to_json(listed))
+
+
+def test_a_bulk_upsert_rebuilds_the_indexes_it_dropped(fresh_url: FreshUrl) -> None:
+    """Big batches are stored with the secondary indexes built afresh (SQLite): they must all be back, the rows
+    queryable through them, and a batch that fails must leave table and indexes as they were."""
+    url = fresh_url()
+    many = [Indicator(IndicatorType.DOMAIN, f"h{n}.example", f"s{n % 7}") for n in range(60_000)]
+    with open_store(url) as store:
+        store.save_indicators(many[:10], at=at(0))
+        assert store.save_indicators(many, at=at(10)) == len(many)
+        assert store.save_indicators([*many[:5], many[0]], at=at(20)) == 5  # an update, duplicates counted once
+        assert len(store.indicators(source="s3")) == len([i for i in many if i.source == "s3"])
+        assert {i.value for i in store.indicators(updated_since=at(15))} == {i.value for i in many[:5]}
+        with pytest.raises(ValueError, match="naive"):  # refused before any SQL
+            store.save_indicators([*many, replace(many[0], valid_until=datetime(2026, 1, 1))], at=at(30))
+        fresh = [replace(i, source="again") for i in many]
+        with pytest.raises((sqlite3.IntegrityError, IntegrityError)):  # refused by the database, mid-batch
+            store.save_indicators([*fresh, replace(many[1], value=None)], at=at(30))  # type: ignore[arg-type]
+        assert len(store.indicators()) == len(many)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            names = {i["name"] for i in sa_inspect(conn).get_indexes("indicators")}
+    finally:
+        engine.dispose()
+    assert names >= {"ix_indicators_value", "ix_indicators_source", "ix_indicators_valid_until"}
 
 
 # --- the retro-hunt's scan: what the store leaves out with `candidates` is never what `touching` keeps ---

@@ -7,6 +7,7 @@ PostgreSQL schema just works. `SqlStore(url)` alone connects without migrating.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -50,6 +51,7 @@ _KEY_FIELDS = ("dns_query", "sni", "http_host", "client_fingerprint", "server_fi
 _KEY_BATCH = 10_000
 _SCAN_PARTS = max(1, min(4, os.cpu_count() or 1))  # a filtered key scan runs on this many threads
 _BULK_CACHE_KIB = -262_144  # 256 MiB (negative: KiB), while a bulk upsert runs
+_BULK_REBUILD_MIN = 50_000  # indicators in one upsert from which its indexes may be built afresh
 # the `indicators` columns in `tables.py` order; a contract test proves the upsert stores what SQLAlchemy would
 _SQLITE_UPSERT_INDICATOR = (
     "INSERT INTO indicators (id, type, value, source, valid_until, revoked, updated_at, data) "
@@ -258,37 +260,25 @@ class SqlStore:
 
     def save_indicators(self, indicators: Sequence[Indicator], *, at: datetime) -> int:
         # Encoded before the transaction: a bad indicator fails before any SQL runs, and nothing is stored.
+        if not self._postgres:
+            return self._sqlite_upsert_indicators(_sqlite_indicator_values(indicators, at))
         rows: dict[str, Row] = {}
         for i in indicators:
             row = _indicator_row(i, at)
             rows[row["id"]] = row  # the last one given wins
         if not rows:
             return 0
-        if not self._postgres:
-            self._sqlite_upsert_indicators(list(rows.values()))
-            return len(rows)
         with self._write() as conn:
             insert = self._insert(t.indicators)
             updated = {c.name: insert.excluded[c.name] for c in t.indicators.columns if c.name != "id"}
             conn.execute(insert.on_conflict_do_update(index_elements=["id"], set_=updated), list(rows.values()))
         return len(rows)
 
-    def _sqlite_upsert_indicators(self, rows: list[Row]) -> None:
+    def _sqlite_upsert_indicators(self, values: list[tuple[Any, ...]]) -> int:
         # The DB-API's executemany straight: SQLAlchemy's per-row processing was two thirds of storing a million
         # indicators (bench/intel.py). Values are written as SQLAlchemy's SQLite types store them.
-        values = [
-            (
-                r["id"],
-                r["type"],
-                r["value"],
-                r["source"],
-                None if r["valid_until"] is None else _sqlite_time(r["valid_until"]),
-                1 if r["revoked"] else 0,
-                _sqlite_time(r["updated_at"]),
-                json.dumps(r["data"]),
-            )
-            for r in rows
-        ]
+        if not values:
+            return 0
         raw = self._engine.raw_connection()
         try:
             cursor = raw.cursor()
@@ -298,7 +288,7 @@ class SqlStore:
                 cursor.execute(f"PRAGMA cache_size = {_BULK_CACHE_KIB}")
                 cursor.execute("BEGIN IMMEDIATE")
                 try:
-                    cursor.executemany(_SQLITE_UPSERT_INDICATOR, values)
+                    self._sqlite_bulk_upsert(cursor, values)
                 except BaseException:
                     cursor.execute("ROLLBACK")
                     raise
@@ -308,6 +298,29 @@ class SqlStore:
                 cursor.close()
         finally:
             raw.close()
+        return len(values)
+
+    @staticmethod
+    def _sqlite_bulk_upsert(cursor: Any, values: list[tuple[Any, ...]]) -> None:
+        # Inserting into an index in key order costs a fraction of inserting at random places, and value, source
+        # and valid_until are random orders of the same rows. So when the batch is big next to the table, the
+        # secondary indexes are dropped and built again afterwards (CREATE INDEX sorts), in this same transaction:
+        # readers never see the table without them, and a failure rolls the drop back too.
+        rebuilt: list[str] = []
+        if len(values) >= _BULK_REBUILD_MIN:
+            (present,) = cursor.execute("SELECT count(*) FROM indicators").fetchone()
+            if len(values) > present:
+                indexes = cursor.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'indicators'"
+                    " AND sql IS NOT NULL"  # the primary key's own index has no SQL and stays
+                ).fetchall()
+                for name, sql in indexes:
+                    cursor.execute(f'DROP INDEX "{name}"')
+                    rebuilt.append(sql)
+        values.sort()  # by id: the primary key's index grows at its end
+        cursor.executemany(_SQLITE_UPSERT_INDICATOR, values)
+        for sql in rebuilt:
+            cursor.execute(sql)
 
     def expire_indicators(self, at: datetime) -> int:
         c = t.indicators.c
@@ -749,6 +762,44 @@ def _sqlite_key_test(f: KeyFilter) -> tuple[str, dict[str, str]]:
     if f.fingerprints:
         tests.extend(fingerprint(col) for col in ("client_fingerprint", "server_fingerprint"))
     return "(" + " OR ".join(tests) + ")", params
+
+
+def _sqlite_indicator_values(indicators: Sequence[Indicator], at: datetime) -> list[tuple[Any, ...]]:
+    """The `indicators` rows as SQLite stores them, one per id (the last one given wins), in `tables.py` column
+    order: what `_indicator_row` and SQLAlchemy's types would write (a contract test compares them), without
+    their per-row cost (a million indicators in a bulk load)."""
+    updated = _sqlite_time(at)
+    sources: dict[str, str] = {}
+    rows: dict[str, tuple[Any, ...]] = {}
+    blake2b = hashlib.blake2b
+    for i in indicators:
+        kind, value, source = i.type.value, i.value, i.source
+        row_id = "ind-" + blake2b(f"{kind}\x1f{value}\x1f{source}".encode(), digest_size=10).hexdigest()
+        until = i.valid_until
+        plain = i.valid_from is None and until is None and i.external_id is None
+        if plain and not i.labels and not i.kill_chain_phases:
+            quoted = sources.get(source)
+            if quoted is None:
+                quoted = sources[source] = json.dumps(source)
+            # json.dumps of `codec.indicator_to_json`, written out for the common case: nothing but the value
+            data = (
+                f'{{"type": "{kind}", "value": {json.dumps(value)}, "source": {quoted}, '
+                f'"confidence": {int(i.confidence)}, "valid_from": null, "valid_until": null, "labels": [], '
+                f'"kill_chain_phases": [], "revoked": {"true" if i.revoked else "false"}, "external_id": null}}'
+            )
+        else:
+            data = json.dumps(codec.indicator_to_json(i))
+        rows[row_id] = (
+            row_id,
+            kind,
+            value,
+            source,
+            None if until is None else _sqlite_time(until),  # refuses a naive time, as `utc` does
+            1 if i.revoked else 0,
+            updated,
+            data,
+        )
+    return list(rows.values())
 
 
 def _sqlite_time(value: datetime) -> str:
