@@ -16,6 +16,7 @@ knows (it cannot be applied as it is). Pure: the caller reads the pending propos
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -30,13 +31,14 @@ PENDING_STATES = frozenset({ProposalState.PROPOSED, ProposalState.STAGED, Propos
 _PENDING_KINDS = frozenset(k for k in ConflictKind if str(k).startswith("pending_"))
 
 
-def _placed(tmrset: TMRSet, pending: TMR, tmr: TMR) -> TMRSet | None:
-    """The TMRSet in force with the pending rule applied and `tmr` placed; None when the pending rule cannot be
-    (it names a VMN or group the set does not know)."""
-    try:
-        return tmrset.without(pending.id).with_tmr(pending).without(tmr.id).with_tmr(tmr)
-    except ValueError:
-        return None
+def _ordered(tmrset: TMRSet, pending: TMR, tmr: TMR, at: datetime | None) -> tuple[TMR, ...]:
+    """The evaluation order of the TMRSet in force (TMRs active at `at`) with the pending rule applied and `tmr`
+    placed, each after the TMRs of equal priority: what `without(...).with_tmr(...)` gives, without building and
+    checking a TMRSet per pair (`tmrset.tmrs` is already in priority order)."""
+    ordered = [t for t in tmrset.tmrs if t.id not in (pending.id, tmr.id) and (at is None or t.is_active(at))]
+    for new in (pending, tmr):
+        ordered.insert(bisect_right([t.priority for t in ordered], new.priority), new)
+    return tuple(ordered)
 
 
 def _who(proposal: Proposal, rule: TMR) -> str:
@@ -64,19 +66,21 @@ def _pair(tmr: TMR, tmrset: TMRSet, proposal: Proposal, rule: TMR, at: datetime 
     if rule.id == tmr.id:
         said = f"{label(tmr)} and {who} both write TMR {tmr.id}: applying one, then the other, keeps only the last"
         return [Conflict(ConflictKind.PENDING_SAME_TMR, tmr.id, proposal.id, said)]
-    placed = _placed(tmrset, rule, tmr)
-    if placed is None or not overlaps(placed, tmr, rule):
+    try:
+        if not overlaps(tmrset, tmr, rule):
+            return []
+    except ValueError:  # the pending rule names a VMN or group the set does not know: it cannot be applied
         return []
-    ordered = tuple(t for t in placed.tmrs if t.id in (tmr.id, rule.id) or at is None or t.is_active(at))
+    ordered = _ordered(tmrset, rule, tmr, at)
     mine = next(i for i, t in enumerate(ordered) if t.id == tmr.id)
     theirs = next(i for i, t in enumerate(ordered) if t.id == rule.id)
     same = tmr.action is rule.action
     found: list[Conflict] = []
-    if theirs < mine and outlives(rule, tmr) and covers(placed, rule, tmr):
+    if theirs < mine and outlives(rule, tmr) and covers(tmrset, rule, tmr):
         how = "with the same action" if same else f"and {rule.action}s it"
         said = f"once {who} is applied, {label(tmr)} never decides: that rule matches everything it matches {how}"
         found.append(Conflict(ConflictKind.PENDING_SHADOWED, tmr.id, proposal.id, said))
-    if mine < theirs and outlives(tmr, rule) and covers(placed, tmr, rule):
+    if mine < theirs and outlives(tmr, rule) and covers(tmrset, tmr, rule):
         how = "with the same action" if same else f"and {tmr.action}s it"
         said = f"once {label(tmr)} is applied, {who} never decides: this rule matches everything it matches {how}"
         found.append(Conflict(ConflictKind.PENDING_SHADOWS, tmr.id, proposal.id, said))
@@ -84,8 +88,8 @@ def _pair(tmr: TMR, tmrset: TMRSet, proposal: Proposal, rule: TMR, at: datetime 
         same
         and mine < theirs
         and outlives(rule, tmr)
-        and covers(placed, rule, tmr)
-        and not any(t.action is not tmr.action and overlaps(placed, t, tmr) for t in ordered[mine + 1 : theirs])
+        and covers(tmrset, rule, tmr)
+        and not any(t.action is not tmr.action and overlaps(tmrset, t, tmr) for t in ordered[mine + 1 : theirs])
     ):
         said = (
             f"once {who} is applied, {label(tmr)} is redundant: that rule {rule.action}s everything it matches "

@@ -16,7 +16,13 @@ from vmshadow.domain.proposal import Proposal, ProposalKind, ProposalState
 from vmshadow.domain.tmr import TMR, Action, Endpoint, Origin, TMRSet
 from vmshadow.domain.vmn import VMN
 from vmshadow.refinement.conflicts import ConflictKind, conflicts_of, overlaps
-from vmshadow.refinement.pending import PENDING_STATES, conflicts_with_pending, is_pending_tag, with_pending_conflicts
+from vmshadow.refinement.pending import (
+    PENDING_STATES,
+    _ordered,
+    conflicts_with_pending,
+    is_pending_tag,
+    with_pending_conflicts,
+)
 
 A = ipaddress.ip_address
 NOW = T0 + timedelta(hours=1)
@@ -171,3 +177,15 @@ def test_pending_conflicts_agree_with_conflicts_of_once_the_pending_rule_is_appl
     else:
         shadows = {c.kind for c in conflicts_of(pending_rule, BASE.with_tmr(fresh), NOW)}
         assert (ConflictKind.PENDING_SHADOWS in found) == (ConflictKind.SHADOWED in shadows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 4), max_size=6), st.integers(0, 4), st.integers(0, 4), st.booleans(), st.booleans())
+def test_the_pair_order_is_the_tmrset_order(
+    priorities: list[int], pending_at: int, fresh_at: int, pending_moves: bool, fresh_moves: bool
+) -> None:
+    in_force = TMRSet(tmrs=tuple(deny(f"t{i}", p) for i, p in enumerate(priorities)), vmns=VMNS)
+    pending = deny("t0" if pending_moves and priorities else "pending", pending_at)
+    fresh = deny("t1" if fresh_moves and len(priorities) > 1 else "fresh", fresh_at)
+    expected = in_force.without(pending.id).with_tmr(pending).without(fresh.id).with_tmr(fresh).tmrs
+    assert [t.id for t in _ordered(in_force, pending, fresh, NOW)] == [t.id for t in expected]
