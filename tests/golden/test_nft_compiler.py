@@ -152,23 +152,45 @@ def test_temporary_tmrs_get_kernel_timeouts_and_expired_ones_are_left_out() -> N
     assert timeouts == {  # 90 s left; 1.9 s rounds down to 1; 0.5 s left and expired: left out
         "tmr exception-90s": (True, 90),
         "tmr ends-in-1.9s": (True, 1),
-        "tmr permanent": (False, None),
     }
+    # permanent, alone in its sets, is a rule; a temporary TMR never is (a rule cannot expire in the kernel)
+    rules = [c for c in compiler.comments_of(_case_document("temporary")) if c.startswith(compiler.TMR_PREFIX)]
+    assert rules == ["tmr permanent"]
     assert set(compiler.temporary_maps(_case_document("temporary"))) == {e.map for e in elements if e.timed}
 
 
 def test_overlapping_tmrs_are_looked_up_in_priority_order_the_rest_share_a_layer() -> None:
     elements = _elements(_case_document("priorities"))
     layers = {e.comment: e.layer for e in elements}
-    # second-a and second-b name the same destination: second-b (equal priority, later in the file) comes after
-    assert layers == {"tmr first": 0, "tmr second-a": 0, "tmr third": 0, "tmr second-b": 1}
+    # second-a and second-b name the same destination: second-b (equal priority, later in the file) comes after,
+    # in layer 1; a TMR that would be alone in its set (first, second-b) is a rule instead
+    assert layers == {"tmr second-a": 0, "tmr third": 0}
     lookups = [
-        r["expr"][0]["match"]["right"]
+        (r["comment"], r["expr"][0]["match"]["right"], next(iter(r["expr"][-1])))
         for r in compiler.rules_of(_case_document("priorities"))
-        if r.get("comment", "").startswith(compiler.TMRS_COMMENT_PREFIX)
+        if r.get("comment", "").startswith((compiler.TMRS_COMMENT_PREFIX, compiler.TMR_PREFIX))
     ]
-    assert lookups == ["@tmrs_0_1", "@tmrs_0_2", "@tmrs_1_1"]  # layer 0: the allow set, the deny set; then layer 1
-    assert {e.comment: e.verdict for e in elements}["tmr second-b"] == "allow"
+    assert lookups == [  # layer 0: the deny set, the allow as a rule; then layer 1
+        ("vmshadow tmrs 0", "@tmrs_0_1", "drop"),
+        ("tmr first", "198.18.0.1", "jump"),
+        ("tmr second-b", "198.18.0.2", "jump"),
+    ]
+
+
+def test_a_tmr_alone_in_its_sets_is_rules_over_the_endpoints_named_sets() -> None:
+    document = _case_document("vmns")
+    rules = {r["comment"]: r for r in compiler.rules_of(document) if r["comment"].startswith(compiler.TMR_PREFIX)}
+    assert rules, "the vmns case has TMRs alone in their layer"
+    for rule in rules.values():
+        assert rule["expr"][-2] == {"counter": None}, "the rule counts for its TMR (by its comment)"
+    sets = compiler.sets_of(document)
+    named = {
+        m["match"]["right"][1:] for r in rules.values() for m in r["expr"] if "match" in m
+        if isinstance(m["match"]["right"], str) and m["match"]["right"].startswith("@")
+    }  # fmt: skip
+    assert named
+    assert named <= set(sets)
+    assert all(n.startswith(("vmn_", "grp_")) for n in named)
 
 
 def test_staged_rules_count_in_chains_of_their_own_at_their_place_in_priority_order() -> None:
@@ -182,14 +204,16 @@ def test_staged_rules_count_in_chains_of_their_own_at_their_place_in_priority_or
         ("staged prop-stage-late", "staged_3_1", None),
     ]
     assert "staged prop-stage-early" not in compiler.tmr_element_comments(document)
-    lookups = [(r["comment"], r["expr"]) for r in compiler.rules_of(document) if r["comment"].startswith("vmshadow ")][
-        9:
-    ]  # after unmanaged ports, arp, nd and the six reply rules
+    lookups = [
+        (r["comment"], r["expr"])
+        for r in compiler.rules_of(document)
+        if r["comment"].startswith(("vmshadow ", compiler.TMR_PREFIX))
+    ][9:]  # after unmanaged ports, arp, nd and the six reply rules
     assert [(c, next(iter(e[-1]))) for c, e in lookups] == [
         ("vmshadow staged 0", "jump"),  # stage-early: before the allow it overlaps, it counts all it matches
-        ("vmshadow tmrs 1", "jump"),  # allow-ssh
+        ("tmr allow-ssh", "jump"),  # layer 1, alone: a rule
         ("vmshadow staged 2", "jump"),  # stage-exception
-        ("vmshadow tmrs 3", "drop"),  # deny-web, a layer above the staged exception it overlaps
+        ("tmr deny-web", "drop"),  # layer 3, a layer above the staged exception it overlaps
         ("vmshadow staged 4", "jump"),  # stage-late: only what allow-ssh and deny-web leave undecided
     ]
     # a staged jump takes no verdict of its own; its chain's lookups return on the first element found
@@ -211,7 +235,7 @@ def test_without_staged_rules_the_document_is_unchanged() -> None:
 
 def test_vmn_defaults_come_after_tmrs_sources_before_destinations() -> None:
     comments = compiler.comments_of(_case_document("vmn_defaults"))
-    tail = [c for c in comments if not c.startswith("vmshadow")]
+    tail = [c for c in comments if not c.startswith(("vmshadow", compiler.TMR_PREFIX))]
     # locked has a port and an address, open a MAC and an address: two rules each per side
     assert tail == [
         *["vmn-default locked src"] * 2,
@@ -220,7 +244,9 @@ def test_vmn_defaults_come_after_tmrs_sources_before_destinations() -> None:
         *["vmn-default open dst"] * 2,
         "default",
     ]
-    assert comments.index("vmshadow tmrs 0") < comments.index("vmn-default locked src")
+    tmrs = [i for i, c in enumerate(comments) if c.startswith((compiler.TMRS_COMMENT_PREFIX, compiler.TMR_PREFIX))]
+    assert tmrs
+    assert max(tmrs) < comments.index("vmn-default locked src")
 
 
 def test_port_lists_become_one_element_per_range() -> None:
@@ -242,17 +268,14 @@ def test_a_tmr_that_can_never_match_has_no_rule() -> None:
 
 
 def test_overlapping_group_networks_are_merged() -> None:
-    elements = [e for e in _elements(_case_document("groups")) if e.comment == "tmr deny-web-out"]
+    # deny-web-out is alone in its layer: rules over the group's named sets, whose networks are merged
+    sets = compiler.sets_of(_case_document("groups"))
     # 198.18.10.0/24 holds 198.18.10.128/25 and vm1's 198.18.10.5
-    assert [e.value for e in elements] == [
-        {"prefix": {"addr": "198.18.10.0", "len": 24}},
-        "2001:db8::5",
-        {"prefix": {"addr": "2001:db8:1::", "len": 48}},
-    ]
-    resolvers = {e.value["concat"][1] if isinstance(e.value["concat"][1], str) else json.dumps(e.value["concat"][1])
-                 for e in _elements(_case_document("groups")) if e.comment == "tmr web-to-resolvers"}  # fmt: skip
+    assert sets["grp_web_ip4"]["elem"] == [{"prefix": {"addr": "198.18.10.0", "len": 24}}]
+    assert sets["grp_web_ip6"]["elem"] == ["2001:db8::5", {"prefix": {"addr": "2001:db8:1::", "len": 48}}]
     # adjacent addresses collapse too: .2 and .3 are 198.18.0.2/31
-    assert json.dumps({"prefix": {"addr": "198.18.0.2", "len": 31}}) in resolvers
+    assert {"prefix": {"addr": "198.18.0.2", "len": 31}} in sets["grp_resolvers_ip4"]["elem"]
+    assert all("interval" in sets[n]["flags"] for n in ("grp_web_ip4", "grp_web_ip6", "grp_resolvers_ip4"))
 
 
 # --- the compiler's own contract ---

@@ -530,7 +530,8 @@ def test_cli_apply_diff_history_rollback(net: netlab.Lab, tmp_path: Path) -> Non
     first = json.loads(applied.stdout)
     assert first["version"] == 1
     assert first["tmrs_in_force"] == 1
-    assert first["tmr_rules"] == 2  # vm1 by its port and by its address
+    # one TMR, alone in its layer: rules over vm1's named sets (its port, its address), no set elements
+    assert (first["tmr_rules"], first["rule_tmrs"]) == (0, 1)
     assert not vm1.connect(vm2.address, TCP, BLOCKED_S)
 
     same = vmshadow("tmrs", "diff", rules, *where, "--json")

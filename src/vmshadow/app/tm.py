@@ -57,6 +57,7 @@ class ApplyResult:
             "tmr_rules": r.tmr_rules,
             "tmr_maps": r.tmr_maps,
             "layers": r.layers,
+            "rule_tmrs": r.rule_tmrs,
             "staged": r.staged,
             "tmrs": r.tmrs,
             "tmrs_in_force": r.tmrs_in_force,

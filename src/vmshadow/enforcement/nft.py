@@ -76,6 +76,7 @@ class ApplyReport:
     ports: tuple[str, ...]
     tmr_maps: int = 0  # TMR sets: lookups a packet meets at most on its way through the TMRs
     layers: int = 0
+    rule_tmrs: int = 0  # TMRs alone in their layer, compiled as rules over the endpoints' named sets
     staged: int = 0  # staged rules counting (with at least one element)
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -164,16 +165,18 @@ class NftEnforcer:
         timings["total"] = _lap(started)
 
         tmr_comments = compiler.tmr_element_comments(document)
+        rule_tmrs = {c for c in compiler.comments_of(document) if c.startswith(compiler.TMR_PREFIX)}
         maps = compiler.tmr_maps(document)
         self.last_report = ApplyReport(
             version=saved.version,
             rules=len(compiler.rules_of(document)),
             tmr_rules=len(tmr_comments),
             tmrs=len(tmrset.tmrs),
-            tmrs_in_force=len(set(tmr_comments)),
+            tmrs_in_force=len(set(tmr_comments) | rule_tmrs),
             ports=tuple(ports),
             tmr_maps=len(maps),
-            layers=len({name.split("_")[1] for name in maps}),
+            layers=len({name.split("_")[1] for name in maps}) + len(rule_tmrs),  # a rule TMR is alone in its layer
+            rule_tmrs=len(rule_tmrs),
             staged=len({e.get("comment") for m in compiler.staged_maps(document).values() for e in m["elem"]}),
             timings_s=timings,
         )

@@ -84,6 +84,7 @@ import ipaddress
 import math
 import re
 import socket
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -447,6 +448,8 @@ class _Compiler:
         self.networks: dict[str, list[_Alt]] = {}
         self.transports: dict[tuple[Protocol, tuple[PortRange, ...]], list[_Transport]] = {}
         self.issues: list[Issue] = []
+        self.rule_tmrs: list[tuple[int, TMR]] = []  # TMRs compiled as rules: (layer, TMR)
+        self.endpoint_sets: set[str] = set()
 
     def document(self) -> JSON:
         table = {"family": FAMILY, "name": TABLE}
@@ -525,6 +528,7 @@ class _Compiler:
             if members[kind]:
                 name = f"vmn_{vmn.name}_{kind}"
                 self._set(name, _SET_TYPES[kind], members[kind])
+                self.endpoint_sets.add(name)  # TMRs compiled as rules use it too
                 sets.append((kind, name))
         self.default_sets[vmn.name] = tuple(sets)
 
@@ -581,9 +585,20 @@ class _Compiler:
             if elements:
                 kept.append((tmr, comment, timeout, elements, staged_rule is not None))
         layers = assign_layers([[e.box for e in elements] for _, _, _, elements, _ in kept])
+        # a permanent TMR that would be alone in every set it has elements in (a chain of overlapping TMRs gives
+        # one per layer) becomes rules over the endpoints' named sets: thousands of one-TMR sets cost nft and the
+        # kernel far more than rules do, and a packet makes as many tests either way
+        keys = [
+            {(layer, e.shape, tmr.action) for e in elements} if timeout is None and not counting else set()
+            for (tmr, _, timeout, elements, counting), layer in zip(kept, layers, strict=True)
+        ]
+        sharing = Counter(key for own_keys in keys for key in own_keys)
         maps: dict[tuple[int, bool, tuple[str, ...], str], _Map] = {}
         staged: list[tuple[int, str, dict[tuple[bool, tuple[str, ...]], _Map]]] = []
-        for (tmr, comment, timeout, elements, counting), layer in zip(kept, layers, strict=True):
+        for (tmr, comment, timeout, elements, counting), layer, own_keys in zip(kept, layers, keys, strict=True):
+            if own_keys and all(sharing[key] == 1 for key in own_keys):
+                self.rule_tmrs.append((layer, tmr))
+                continue
             own: dict[tuple[bool, tuple[str, ...]], _Map] = {}
             if counting:
                 staged.append((layer, comment, own))
@@ -805,6 +820,9 @@ class _Compiler:
                 (found.layer, 0, f"{TMRS_COMMENT_PREFIX}{found.layer}", [_match(key, f"@{found.name}"),
                                                                           _verdict(found.action)])
             )  # fmt: skip
+        for layer, tmr in self.rule_tmrs:
+            lookups += [(layer, 0, tmr_comment(tmr.id), [*exprs, _counter(), _verdict(tmr.action)])
+                        for exprs in self._tmr_rule_matches(tmr)]  # fmt: skip
         for chain in staged:  # counts in its own chain and comes back: the packet goes on
             lookups.append(
                 (chain.layer, 1, f"{STAGED_COMMENT_PREFIX}{chain.layer}", [{"jump": {"target": chain.name}}])
@@ -817,6 +835,57 @@ class _Compiler:
                     rules.append((f"vmn-default {name} {side}", [*expr, _counter(), _verdict(action)]))
         rules.append((DEFAULT_COMMENT, [_counter(), _verdict(self.tmrset.default_action)]))
         return rules
+
+    def _tmr_rule_matches(self, tmr: TMR) -> list[list[JSON]]:
+        """A TMR as rules: one per pair of identifier kinds whose families agree (the same packets its elements
+        would match), each matching a side by the endpoint's named set of that kind (a network: inline)."""
+        srcs = self._side_matches(tmr.src, "src")
+        dsts = self._side_matches(tmr.dst, "dst")
+        protocol_family = _PROTOCOL_FAMILY.get(tmr.protocol)
+        number = tmr.protocol.number
+        transport: list[JSON] = []
+        if number is not None:
+            transport.append(_match(_meta("l4proto"), _L4PROTO[tmr.protocol]))
+            if tmr.ports:
+                values = [_port_value(r) for r in normalize_ports(tmr.ports)]
+                transport.append(_match(_payload("th", "dport"), values[0] if len(values) == 1 else {"set": values}))
+        out: list[list[JSON]] = []
+        for src in srcs if srcs is not None else [None]:
+            for dst in dsts if dsts is not None else [None]:
+                agree, family = _agree(src[1] if src else None, dst[1] if dst else None, protocol_family)
+                if not agree:
+                    continue
+                exprs = [m[0] for m in (src, dst) if m is not None]
+                if not any(m[2] for m in (src, dst) if m is not None):  # no address field fixes the family
+                    exprs.append(_match(_meta("protocol"), _ip(family) if family else {"set": ["ip", "ip6"]}))
+                out.append([*exprs, *transport])
+        return out
+
+    def _side_matches(self, endpoint: Endpoint, side: str) -> list[tuple[JSON, int | None, bool]] | None:
+        """One match per identifier kind of an endpoint: (expression, family, whether it is an address field);
+        None for any."""
+        alts = self._side(endpoint)
+        if alts is None:
+            return None
+        by_kind: dict[tuple[str, int | None], list[_Alt]] = {}
+        for alt in alts:
+            by_kind.setdefault((alt.side[0], alt.family), []).append(alt)
+        out: list[tuple[JSON, int | None, bool]] = []
+        for (kind, family), found in by_kind.items():
+            code = found[0].src_code if side == "src" else found[0].dst_code
+            left = _FIELDS[code][0]
+            if endpoint.kind is EndpointKind.NETWORK:
+                right: Any = found[0].value
+            else:
+                owner = "vmn" if endpoint.kind is EndpointKind.VMN else "grp"
+                name = f"{owner}_{endpoint.value}_{kind if kind != 'ip' else f'ip{family}'}"
+                if name not in self.endpoint_sets:
+                    self.endpoint_sets.add(name)
+                    flags = {"flags": ["interval"]} if any(a.interval for a in found) else {}
+                    self._set(name, _FIELDS[code][1], [a.value for a in found], **flags)
+                right = f"@{name}"
+            out.append((_match(left, right), family, kind == "ip"))
+        return out
 
     def _default_matches(self, name: str, side: str) -> Iterable[list[JSON]]:
         """One match per identifier kind of a VMN with a default (a rule cannot OR different fields)."""
