@@ -715,19 +715,19 @@ def _sqlite_key_test(f: KeyFilter) -> tuple[str, dict[str, str]]:
         shortest = min(len(p) for p in prefixes)
         return among(f"substr({text}, 1, {shortest})", f"{family}_prefixes", frozenset(p[:shortest] for p in prefixes))
 
+    hosts4 = frozenset(h for h in f.hosts if ":" not in h)
+    hosts6 = f.hosts - hosts4
+
     def address(col: str) -> str:
-        v4_tests, v6_tests = [], []
-        if f.hosts:
-            v4_tests.append(among(col, "hosts", f.hosts))
-            v6_tests.append(among(col, "hosts", f.hosts))
+        v4_tests = [among(col, "hosts_v4", hosts4)] if hosts4 else []
         if f.any_v4:
             v4_tests = ["1"]
         elif v4:
             v4_tests.append(prefixed(col, v4, "v4"))
         # what the text alone cannot settle passes: a zone, dotted IPv6, text starting with "::" (IPv4-mapped too)
         v6_tests = [f"instr({col}, '%') > 0", f"instr({col}, '.') > 0", f"substr({col}, 1, 2) = '::'"]
-        if f.hosts:
-            v6_tests.append(among(col, "hosts", f.hosts))
+        if hosts6:
+            v6_tests.append(among(col, "hosts_v6", hosts6))
         if f.any_v6:
             v6_tests = ["1"]
         elif v6:
