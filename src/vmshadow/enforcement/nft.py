@@ -134,7 +134,7 @@ class NftEnforcer:
         timings["prepare"] = _lap(started)
 
         mark = time.perf_counter()
-        document = compiler.compile_tmrset(tmrset, ports=ports, at=at, version=version, staged=rules)
+        document, layers = compiler.compile_counted(tmrset, ports=ports, at=at, version=version, staged=rules)
         text = json.dumps(document, separators=(",", ":"))
         timings["compile"] = _lap(mark)
 
@@ -175,7 +175,7 @@ class NftEnforcer:
             tmrs_in_force=len(set(tmr_comments) | rule_tmrs),
             ports=tuple(ports),
             tmr_maps=len(maps),
-            layers=len({name.split("_")[1] for name in maps}) + len(rule_tmrs),  # a rule TMR is alone in its layer
+            layers=layers,
             rule_tmrs=len(rule_tmrs),
             staged=len({e.get("comment") for m in compiler.staged_maps(document).values() for e in m["elem"]}),
             timings_s=timings,

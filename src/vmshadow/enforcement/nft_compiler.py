@@ -165,10 +165,18 @@ def compile_tmrset(
     `ports` are the bridge ports vmshadow manages (frames entering elsewhere are let through untouched). The result
     depends only on the arguments. Raises `InputError` when a name or id cannot be carried into nftables.
     """
+    return compile_counted(tmrset, ports=ports, at=at, version=version, staged=staged)[0]
+
+
+def compile_counted(
+    tmrset: TMRSet, *, ports: Sequence[str], at: datetime, version: int, staged: Sequence[StagedRule] = ()
+) -> tuple[JSON, int]:
+    """`compile_tmrset`, and the number of layers the TMRs (and staged rules) took."""
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
     with without_gc():
-        return _Compiler(tmrset, ports, at, version, staged).document()
+        compiler = _Compiler(tmrset, ports, at, version, staged)
+        return compiler.document(), compiler.layers
 
 
 @contextmanager
@@ -449,6 +457,7 @@ class _Compiler:
         self.transports: dict[tuple[Protocol, tuple[PortRange, ...]], list[_Transport]] = {}
         self.issues: list[Issue] = []
         self.rule_tmrs: list[tuple[int, TMR]] = []  # TMRs compiled as rules: (layer, TMR)
+        self.layers = 0
         self.endpoint_sets: set[str] = set()
 
     def document(self) -> JSON:
@@ -585,6 +594,7 @@ class _Compiler:
             if elements:
                 kept.append((tmr, comment, timeout, elements, staged_rule is not None))
         layers = assign_layers([[e.box for e in elements] for _, _, _, elements, _ in kept])
+        self.layers = max(layers, default=-1) + 1
         # a permanent TMR that would be alone in every set it has elements in (a chain of overlapping TMRs gives
         # one per layer) becomes rules over the endpoints' named sets: thousands of one-TMR sets cost nft and the
         # kernel far more than rules do, and a packet makes as many tests either way
