@@ -725,7 +725,7 @@ def _sqlite_key_test(f: KeyFilter) -> tuple[str, dict[str, str]]:
         elif v4:
             v4_tests.append(prefixed(col, v4, "v4"))
         # what the text alone cannot settle passes: a zone, dotted IPv6, text starting with "::" (IPv4-mapped too)
-        v6_tests = [f"instr({col}, '%') > 0", f"instr({col}, '.') > 0", f"substr({col}, 1, 2) = '::'"]
+        v6_tests = [f"instr({col}, '%') > 0", f"instr({col}, '.') > 0", f"instr({col}, '::') = 1"]
         if hosts6:
             v6_tests.append(among(col, "hosts_v6", hosts6))
         if f.any_v6:
@@ -735,14 +735,15 @@ def _sqlite_key_test(f: KeyFilter) -> tuple[str, dict[str, str]]:
         return f"(CASE WHEN instr({col}, ':') = 0 THEN {' OR '.join(v4_tests) or '0'} ELSE {' OR '.join(v6_tests)} END)"
 
     # a name under a listed domain ends with its two last labels; most names stop at the first test, on the last
-    tlds = frozenset(n.rpartition(".")[2] for n in f.name_suffixes)
+    # ("" is there for names ending in a character no label has: a dot, a space; the second test trims them)
+    tlds = frozenset(n.rpartition(".")[2] for n in f.name_suffixes) | {""}
 
     def name(col: str) -> str:
         # The index matches the labels of the name stripped of whitespace and trailing dots, lower-cased: a match
         # needs its last two labels to be a listed domain's. Non-ASCII names (IDNs) pass.
         trimmed = f"rtrim({col}, '{_NAME_END}' || char(9, 10, 11, 12, 13, 28, 29, 30, 31))"
         head = f"rtrim({trimmed}, '{_LABEL_ANY_CASE}')"
-        last = f"lower(substr({trimmed}, length({head}) + 1))"
+        last = f"lower(substr({col}, length(rtrim({col}, '{_LABEL_ANY_CASE}')) + 1))"  # untrimmed: cheaper
         last_two = f"lower(substr({trimmed}, length(rtrim(rtrim({head}, '.'), '{_LABEL_ANY_CASE}')) + 1))"
         return (
             f"({col} <> '' AND (length({col}) <> length(CAST({col} AS BLOB))"
