@@ -225,6 +225,13 @@ def test_staged_rules_count_in_chains_of_their_own_at_their_place_in_priority_or
     assert compiler.staged_id_of("tmr prop-1") is None
 
 
+def test_a_staged_rule_naming_a_vmn_the_set_lacks_counts_nothing() -> None:
+    staged = [StagedRule("prop-gone", TMR("x", 1, Endpoint.vmn("gone"), Endpoint.any(), Action.DENY))]
+    document = compile_tmrset(TMRSet(vmns=VMNS), ports=PORTS_MANAGED, at=AT, version=1, staged=staged)
+    assert compiler.staged_maps(document) == {}
+    assert not [c for c in compiler.comments_of(document) if c.startswith(compiler.STAGED_COMMENT_PREFIX)]
+
+
 def test_without_staged_rules_the_document_is_unchanged() -> None:
     tmrset = parse_tmr_text((regen.CASES / "staged" / regen.INPUT).read_text(encoding="utf-8"), "input.yaml")
     assert compile_tmrset(tmrset, ports=["p"], at=AT, version=1, staged=()) == compile_tmrset(
