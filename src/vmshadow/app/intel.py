@@ -27,6 +27,7 @@ from vmshadow.intel.retro_hunt import key_filter, touching
 from vmshadow.intel.stix import parse_stix_bundle
 from vmshadow.ports.store import Store
 from vmshadow.refinement.merge import keep_decision
+from vmshadow.refinement.pending import PENDING_STATES, with_pending_conflicts
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.recommend import run_recommend
 
@@ -183,6 +184,9 @@ def retro_hunt_in(
         context = RecommendContext(now=now, flows=tuple(context_flows))
         fresh = run_recommend(recent, tmrset or TMRSet(), recommenders, context, trust)
         proposals = [keep_decision(store.proposal(p.id), p) for p in fresh]
+        # conflicts with the proposals waiting for review, as the live batches and `analyze --db` add them
+        pending = [p for state in sorted(PENDING_STATES) for p in store.proposals(state=state)]
+        proposals = with_pending_conflicts(proposals, tmrset or TMRSet(), pending, now)
     lap("recommend")
     store.save_batch(findings=found, proposals=proposals)
     lap("store")

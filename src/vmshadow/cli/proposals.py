@@ -102,6 +102,8 @@ def show(
         f"VMNs {', '.join(p.impact.vmns_affected) or '-'}",
         highlight=False,
     )
+    if p.conflicts:
+        console.print(f"  conflicts {', '.join(p.conflicts)}", highlight=False)
     if staged is not None:
         how = "counting now" if staged.counting else "counted while staged"
         error = f" ({staged.error})" if staged.error else ""
