@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vmshadow.adapters.sql import open_store
+from vmshadow.app.tm_lock import tm_locked
 from vmshadow.domain.codec import tmrset_to_json
 from vmshadow.domain.errors import BackendUnavailableError, EnforcementError
 from vmshadow.domain.tmr import TMRSet
@@ -137,12 +138,16 @@ class History:
 
 @contextmanager
 def open_enforcer(settings: TMSettings) -> Iterator[NftEnforcer]:
-    """An `NftEnforcer` over the store at `settings.db_url`; the store is closed when the block ends."""
-    store: Store = open_store(settings.db_url)
-    try:
-        yield NftEnforcer(store, bridges=settings.bridges, netns=settings.netns, nft=settings.nft, check=settings.check)
-    finally:
-        store.close()
+    """An `NftEnforcer` over the store at `settings.db_url`, under the TM lock of its network namespace (one TM
+    change at a time, app/tm_lock.py); the store is closed and the lock released when the block ends."""
+    with tm_locked(settings.netns):
+        store: Store = open_store(settings.db_url)
+        try:
+            yield NftEnforcer(
+                store, bridges=settings.bridges, netns=settings.netns, nft=settings.nft, check=settings.check
+            )
+        finally:
+            store.close()
 
 
 def apply_tmrset(settings: TMSettings, tmrset: TMRSet, *, comment: str = "", at: datetime | None = None) -> ApplyResult:
