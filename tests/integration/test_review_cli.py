@@ -7,7 +7,7 @@ import ipaddress
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -37,8 +37,9 @@ def net() -> Iterator[netlab.Lab]:
         yield lab
 
 
-def seed(net: netlab.Lab, tmp_path: Path, db: Path) -> tuple[str, list[str]]:
-    """TMRs in force (allow all) and a scan proposal from vm1 against vm2 in the store; its id."""
+def seed(net: netlab.Lab, tmp_path: Path, db: Path, proposed_ago: timedelta = timedelta(0)) -> tuple[str, list[str]]:
+    """TMRs in force (allow all) and a scan proposal from vm1 against vm2 in the store (made `proposed_ago`); its
+    id."""
     vm1, vm2 = net.vmns
     rules = tmp_path / "tmrs.yaml"
     rules.write_text(
@@ -52,7 +53,7 @@ def seed(net: netlab.Lab, tmp_path: Path, db: Path) -> tuple[str, list[str]]:
         dst_ports=tuple(range(1, 100)), protocol=TCP, score=0.9,
     )  # fmt: skip
     (proposal,) = ScopedDenyRecommender().propose(
-        [finding], load_tmr_file(rules), RecommendContext(now=datetime.now(UTC))
+        [finding], load_tmr_file(rules), RecommendContext(now=datetime.now(UTC) - proposed_ago)
     )
     store = open_store(f"sqlite:///{db}")
     store.save_batch(proposals=[proposal])
@@ -63,7 +64,8 @@ def seed(net: netlab.Lab, tmp_path: Path, db: Path) -> tuple[str, list[str]]:
 def test_approve_then_apply_blocks_the_scanner_and_is_audited(net: netlab.Lab, tmp_path: Path) -> None:
     vm1, vm2 = net.vmns
     db = tmp_path / "v.db"
-    pid, tm = seed(net, tmp_path, db)
+    # proposed 2 hours ago: its 1-hour temporary deny must count from the apply, not from the proposal
+    pid, tm = seed(net, tmp_path, db, proposed_ago=timedelta(hours=2))
     try:
         assert vm1.connect(vm2.address, SERVICE), "before: vm1 reaches vm2"
         listed = vmshadow("proposals", "list", "--db", db, "--json")
@@ -75,10 +77,15 @@ def test_approve_then_apply_blocks_the_scanner_and_is_audited(net: netlab.Lab, t
         assert vm1.connect(vm2.address, SERVICE), "nothing was enforced by the refused apply"
 
         assert vmshadow("proposals", "approve", pid, "--db", db, "--actor", "alice").exit_code == 0
+        before_apply = datetime.now(UTC)
         applied = vmshadow("proposals", "apply", pid, *tm, "--actor", "alice", "--json")
         assert applied.exit_code == 0, applied.stderr
         assert json.loads(applied.stdout)["applied"]["version"] == 2
         assert not vm1.connect(vm2.address, SERVICE, timeout=BLOCKED_S), "after: the scanner is blocked"
+        expires = datetime.fromisoformat(
+            json.loads(vmshadow("proposals", "show", pid, "--db", db, "--json").stdout)["rule"]["expires_at"]
+        )
+        assert before_apply + timedelta(hours=1) <= expires <= datetime.now(UTC) + timedelta(hours=1)
         assert vm2.connect(vm1.address, SERVICE), "the deny is scoped to the scanner's direction"
 
         shown = json.loads(vmshadow("proposals", "show", pid, "--db", db, "--json").stdout)
@@ -256,7 +263,8 @@ def test_a_staged_deny_counts_without_blocking_then_blocks_once_applied(net: net
         assert int(hits["packets"]) >= later  # type: ignore[call-overload]
         shown = json.loads(vmshadow("proposals", "show", pid, "--db", db, "--json").stdout)
         assert shown["evidence"]["measured"]["staged_hits"] == hits["packets"]
-        assert shown["decisions"][-1]["reason"] == f"version 4; {hits['packets']} staged hits"
+        reason = shown["decisions"][-1]["reason"]
+        assert reason.startswith(f"version 4; {hits['packets']} staged hits; expires "), reason  # a temporary deny
     finally:
         netlab.run("ip", "netns", "exec", net.host_ns, "nft", "delete", "table", "bridge", "vmshadow", check=False)
 

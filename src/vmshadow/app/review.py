@@ -14,7 +14,7 @@ live from the kernel while it counts (`show_proposal`).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from vmshadow.app.feedback import record_tmrs_rollback
 from vmshadow.app.stores import opened
@@ -28,6 +28,7 @@ from vmshadow.enforcement.nft import NftEnforcer
 from vmshadow.feedback.measure import outcomes_from_decisions
 from vmshadow.ports.enforcer import StagedRule
 from vmshadow.ports.store import Store
+from vmshadow.refinement.scoped_deny import DURATION_KEY
 from vmshadow.review.lifecycle import decide
 
 STAGED_HITS = "staged_hits"
@@ -155,7 +156,10 @@ def stage_proposal(
         _applied_set(proposal, rule, in_force)  # the same checks as an apply: it must be appliable as it is
         kept = [s for s in staged if s.proposal_id != proposal_id]
         applied = enforcer.apply(
-            in_force, now, [*kept, StagedRule(proposal_id, rule)], comment=f"stage proposal {proposal_id} by {actor}"
+            in_force,
+            now,
+            [*kept, StagedRule(proposal_id, _timed_from_apply(proposal, rule, now))],  # counts as if applied now
+            comment=f"stage proposal {proposal_id} by {actor}",
         )
         assert enforcer.last_report is not None
         moved, decision = decide(
@@ -266,6 +270,18 @@ def _applied_set(proposal: Proposal, rule: TMR, in_force: TMRSet) -> TMRSet:
         raise InputError(Issue(source=f"proposal {proposal.id}", field="rule", message=str(exc))) from None
 
 
+def _timed_from_apply(proposal: Proposal, rule: TMR, now: datetime) -> TMR:
+    """A temporary deny lasts its duration from the apply, not from the proposal (an approval can take hours, and
+    a deny that expired before it was applied would stop nothing). An expiry an administrator edited stands."""
+    seconds = proposal.evidence.measured.get(DURATION_KEY)
+    if not isinstance(seconds, int) or rule.expires_at is None:
+        return rule
+    as_proposed = proposal.created_at + timedelta(seconds=seconds)
+    if rule.expires_at != as_proposed:
+        return rule  # edited
+    return replace(rule, expires_at=now + timedelta(seconds=seconds))
+
+
 def apply_proposal(
     settings: TMSettings, proposal_id: str, *, actor: str, at: datetime | None = None
 ) -> tuple[Proposal, ApplyResult]:
@@ -275,6 +291,7 @@ def apply_proposal(
     now = at or datetime.now(UTC)
     with open_enforcer(settings) as enforcer:
         proposal, rule, in_force, staged = _movable(enforcer, proposal_id, ProposalState.APPLIED, actor, now)
+        rule = _timed_from_apply(proposal, rule, now)
         target = _applied_set(proposal, rule, in_force)
         counting = any(s.proposal_id == proposal_id for s in staged)
         packets = enforcer.staged_counters().get(proposal_id, 0) if counting else None
@@ -282,7 +299,12 @@ def apply_proposal(
         applied = enforcer.apply(target, now, rest, comment=f"proposal {proposal_id} by {actor}")
         assert enforcer.last_report is not None
         said = f"version {applied.version}" + ("" if packets is None else f"; {packets} staged hits")
-        moved, decision = decide(proposal, ProposalState.APPLIED, actor=actor, at=now, reason=said)
+        if rule.expires_at is not None:
+            said += f"; expires {rule.expires_at.isoformat(timespec='seconds')}"
+        moved, decision = decide(
+            proposal, ProposalState.APPLIED, actor=actor, at=now, reason=said,
+            edited_rule=rule if rule != proposal.rule else None,
+        )  # fmt: skip
         if packets is not None:
             moved = _with_staged_hits(moved, packets)
         enforcer.store.record_decision(decision, moved)

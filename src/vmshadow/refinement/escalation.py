@@ -1,8 +1,9 @@
 """Escalating durations for repeat offenders' temporary denies: 1 h, then 4 h, then 24 h (capped).
 
 Pure: the caller passes the proposals on record and its own now. An offender's earlier temporary denies count when
-they went into force (approved, applied or expired; a rejected or rolled-back deny was a mistake, not a strike),
-were made within `lookback`, and deny traffic from the same source endpoint.
+they went into force (applied or expired; a rejected or rolled-back deny was a mistake, not a strike, and an approved
+one not yet applied has not stopped anything), were made within `lookback`, and deny traffic from the same source
+endpoint. `refinement.scoped_deny` uses it for scans and brute force (docs/refinement.md).
 
 >>> from datetime import UTC, datetime
 >>> from vmshadow.domain.tmr import Endpoint
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from vmshadow.domain.proposal import Proposal, ProposalKind, ProposalState
 from vmshadow.domain.tmr import Action, Endpoint
 
-_STRIKES = frozenset({ProposalState.APPROVED, ProposalState.APPLIED, ProposalState.EXPIRED})
+_STRIKES = frozenset({ProposalState.APPLIED, ProposalState.EXPIRED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,10 @@ class EscalationLadder:
             raise ValueError("escalation steps, cap and lookback must be positive")
         if list(self.steps) != sorted(self.steps):
             raise ValueError(f"escalation steps must not get shorter: {[str(s) for s in self.steps]}")
+
+    def duration(self, earlier_strikes: int) -> timedelta:
+        """The step for an offender with `earlier_strikes`, capped."""
+        return min(self.steps[min(earlier_strikes, len(self.steps) - 1)], self.cap)
 
 
 def strikes(offender: Endpoint, past: Sequence[Proposal], now: datetime, lookback: timedelta) -> int:
@@ -61,5 +66,4 @@ def deny_duration(
 ) -> timedelta:
     """How long the next temporary deny of `offender` should last: the ladder's step for its strikes, capped."""
     ladder = ladder or EscalationLadder()
-    n = strikes(offender, past, now, ladder.lookback)
-    return min(ladder.steps[min(n, len(ladder.steps) - 1)], ladder.cap)
+    return ladder.duration(strikes(offender, past, now, ladder.lookback))

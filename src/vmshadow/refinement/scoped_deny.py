@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from vmshadow.domain.finding import Finding, FindingKind
@@ -15,6 +15,7 @@ from vmshadow.domain.net import IPAddress, PortRange, Protocol, normalize_ports
 from vmshadow.domain.proposal import Evidence, Proposal, ProposalKind, ProposalState
 from vmshadow.domain.tmr import TMR, Action, Endpoint, Origin, TMRSet
 from vmshadow.refinement.conflicts import conflicts_of
+from vmshadow.refinement.escalation import EscalationLadder, strikes
 from vmshadow.refinement.guardrails import GuardContext
 from vmshadow.refinement.impact import replay_impact
 from vmshadow.refinement.merge import MAX_EVIDENCE_FLOWS, merge_proposals
@@ -24,10 +25,19 @@ MAX_LISTED_PORTS = 8  # above this a scan's deny covers every port of the protoc
 WIDEST_TARGET_PREFIX = 24  # horizontal targets spread wider than a /24 (v4) make the deny cover any destination
 
 
+# Behaviour that stops (a scan, a password-guessing run) is denied for a while, longer for repeat offenders; what
+# says a host is compromised (beaconing, exfiltration, tunnelling, lateral movement) is denied until someone acts.
+TEMPORARY_KINDS = frozenset({FindingKind.PORT_SCAN, FindingKind.BRUTE_FORCE})
+DURATION_KEY = "deny_duration_s"  # evidence.measured: how long the deny lasts, counted from its apply
+STRIKES_KEY = "deny_strikes"  # evidence.measured: the offender's earlier temporary denies that went into force
+
+
 @dataclass(frozen=True, slots=True)
 class ScopedDenySettings:
     deny_min_score: float = 0.6  # below: an alert, not a rule
     min_trust: float = 0.2  # a recommender trusted less than this only raises alerts
+    temporary_kinds: frozenset[FindingKind] = TEMPORARY_KINDS
+    ladder: EscalationLadder = EscalationLadder()  # noqa: RUF009 - frozen, safely shared
 
 
 def _endpoint_for(address: IPAddress, vmn: str | None, tmrset: TMRSet) -> Endpoint:
@@ -101,6 +111,18 @@ def indicator_expiry(finding: Finding) -> datetime | None:
     return until if until.tzinfo is not None else None
 
 
+def _spelled(duration: timedelta) -> str:
+    hours, rest = divmod(int(duration.total_seconds()), 3600)
+    return f"{hours} h" if not rest else f"{hours * 60 + rest // 60} min"
+
+
+def _for_a_while(measured: dict[str, float | int | str]) -> str:
+    seconds = measured.get(DURATION_KEY)
+    if not isinstance(seconds, int):
+        return ""
+    return f" for {_spelled(timedelta(seconds=seconds))} (strike {int(measured.get(STRIKES_KEY, 0)) + 1})"
+
+
 def _episodes(findings: Sequence[Finding]) -> list[tuple[Finding, tuple[str, ...]]]:
     """One finding per episode (detector, offender, protocol, start): the latest, carrying the whole episode's
     evidence. A growing scan raises several findings; the last one has the widest scope, and one proposal with
@@ -152,10 +174,13 @@ class ScopedDenyRecommender(Recommender):
         by_cid: dict[str, list[Flow]],
     ) -> Proposal:
         rule = deny_rule(finding, tmrset)
+        measured = dict(finding.measured)
+        if rule is not None and finding.kind in self.settings.temporary_kinds:
+            rule, measured = self._temporary(rule, measured, context)
         evidence = Evidence(
             finding_ids=finding_ids,
             community_ids=finding.community_ids[:MAX_EVIDENCE_FLOWS],
-            measured=dict(finding.measured),
+            measured=measured,
         )
         reason = ""
         if rule is None:
@@ -189,13 +214,30 @@ class ScopedDenyRecommender(Recommender):
         return proposal(
             id=stable_id("prop", ProposalKind.ADD_DENY, rule.id),
             kind=ProposalKind.ADD_DENY,
-            summary=f"{rule.describe()} — {finding.summary}",
+            summary=f"{rule.describe()}{_for_a_while(measured)} — {finding.summary}",
             rule=rule,
             impact=replay_impact(
                 tmrset, tmrset.with_tmr(rule), context.flows, context.now, added=rule, window=context.impact_window
             ),
             conflicts=tuple(c.tag for c in conflicts_of(rule, tmrset, context.now)),
         )
+
+    def _temporary(
+        self, rule: TMR, measured: dict[str, float | int | str], context: RecommendContext
+    ) -> tuple[TMR, dict[str, float | int | str]]:
+        """The deny for a while: the ladder's step for the offender's earlier strikes. Each strike is a rule (and
+        so a proposal) of its own, since the one before may still be on record; the expiry here is provisional,
+        the TM counts the duration from the apply (app/review.py)."""
+        ladder = self.settings.ladder
+        n = strikes(rule.src, context.past_proposals, context.now, ladder.lookback)
+        duration = ladder.duration(n)
+        rule = replace(
+            rule,
+            id=stable_id("tmr", rule.id, "strike", n) if n else rule.id,
+            expires_at=context.now + duration,
+            comment=f"{rule.comment} (for {_spelled(duration)}, strike {n + 1})"[:200],
+        )
+        return rule, {**measured, DURATION_KEY: int(duration.total_seconds()), STRIKES_KEY: n}
 
     @staticmethod
     def _already_denied(

@@ -37,13 +37,14 @@ def test_only_denies_that_went_into_force_for_this_offender_recently_count() -> 
         deny(1, ProposalState.REJECTED),
         deny(2, ProposalState.ROLLED_BACK),
         deny(3, ProposalState.PROPOSED),
+        deny(10, ProposalState.APPROVED),  # approved, not applied yet: it has stopped nothing
         deny(4, ago=timedelta(days=8)),  # outside the 7-day lookback
         replace(deny(5), rule=make_rule(5, src=Endpoint.vmn("other"), expires_at=NOW)),
         replace(deny(6), rule=make_rule(6, expires_at=None)),  # a permanent deny is not a temporary one
         replace(deny(7), rule=make_rule(7, action=Action.ALLOW, expires_at=NOW), kind=ProposalKind.ADD_ALLOW),
     ]
     assert strikes(OFFENDER, past, NOW, timedelta(days=7)) == 0
-    counted = [deny(8, ProposalState.EXPIRED), deny(9, ProposalState.APPROVED), deny(9)]  # the same one twice
+    counted = [deny(8, ProposalState.EXPIRED), deny(9), deny(9)]  # the same one twice
     assert strikes(OFFENDER, [*past, *counted], NOW, timedelta(days=7)) == 2
 
 

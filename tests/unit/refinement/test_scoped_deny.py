@@ -10,7 +10,7 @@ from tests.factories import T0, make_finding, make_flow
 from vmshadow.domain.finding import FindingKind
 from vmshadow.domain.flow import TCP
 from vmshadow.domain.net import PortRange, Protocol
-from vmshadow.domain.proposal import ProposalKind
+from vmshadow.domain.proposal import ProposalKind, ProposalState
 from vmshadow.domain.tmr import TMR, Action, Endpoint, EndpointKind, TMRSet
 from vmshadow.domain.vmn import VMN
 from vmshadow.refinement.recommender import RecommendContext
@@ -171,3 +171,40 @@ def test_impact_replays_only_the_context_window() -> None:
     assert (p.impact.flows_replayed, p.impact.newly_blocked_flows) == (3, 3)
     (wide,) = ScopedDenyRecommender().propose([scan()], TMRS, replace(context, impact_window=timedelta(days=1)))
     assert (wide.impact.flows_replayed, wide.impact.newly_blocked_flows) == (7, 7)
+
+
+def test_scans_and_brute_force_are_denied_for_a_while_and_longer_for_repeat_offenders() -> None:
+    (first,) = propose([scan()])
+    assert first.rule is not None
+    assert first.rule.expires_at == T0 + timedelta(hours=1)
+    assert first.evidence.measured["deny_duration_s"] == 3600
+    assert first.evidence.measured["deny_strikes"] == 0
+    assert "for 1 h (strike 1)" in first.summary
+
+    # the first deny went into force and ran out; the offender scans again the next day
+    expired = replace(first, state=ProposalState.EXPIRED)
+    later = T0 + timedelta(days=1)
+    (second,) = ScopedDenyRecommender().propose(
+        [scan(first_seen_at=later, observed_at=later)], TMRS, RecommendContext(now=later, past_proposals=(expired,))
+    )
+    assert second.rule is not None
+    assert second.rule.expires_at == later + timedelta(hours=4)
+    assert "strike 2" in second.summary
+    assert (second.id, second.rule.id) != (first.id, first.rule.id), "a strike of its own: the first is on record"
+
+    # a rejected deny was a mistake, not a strike; a proposal never applied has stopped nothing
+    for state in (ProposalState.REJECTED, ProposalState.APPROVED):
+        (again,) = ScopedDenyRecommender().propose(
+            [scan()], TMRS, RecommendContext(now=T0, past_proposals=(replace(first, state=state),))
+        )
+        assert again.id == first.id
+
+
+def test_findings_that_say_a_host_is_compromised_are_denied_until_someone_acts() -> None:
+    (p,) = propose([scan(kind=FindingKind.EXFILTRATION, dst_ports=(443,))])
+    assert p.rule is not None
+    assert p.rule.expires_at is None
+    assert "deny_duration_s" not in p.evidence.measured
+    (q,) = propose([scan()], settings=ScopedDenySettings(temporary_kinds=frozenset()))
+    assert q.rule is not None
+    assert q.rule.expires_at is None, "the setting decides which kinds are temporary"
