@@ -268,8 +268,13 @@ def test_a_refused_apply_leaves_the_previous_version_in_force(
     enforcer.check = check
     enforcer.apply(deny_tcp(net), now())
     before = nft_listing(net)
-    real = compiler.compile_tmrset
-    monkeypatch.setattr(compiler, "compile_tmrset", lambda *a, **kw: breaker(real(*a, **kw)))
+    real = compiler.compile_counted  # what NftEnforcer.apply compiles with (the document and its layer count)
+
+    def broken(*a: Any, **kw: Any) -> tuple[dict[str, Any], int]:
+        document, layers = real(*a, **kw)
+        return breaker(document), layers
+
+    monkeypatch.setattr(compiler, "compile_counted", broken)
     with pytest.raises(EnforcementError, match=message):
         enforcer.apply(tmrset(net), now())  # would allow everything
     after = nft_listing(net)
