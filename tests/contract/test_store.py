@@ -618,3 +618,22 @@ def test_a_bad_indicator_stores_nothing(store: SqlStore) -> None:
     with pytest.raises(ValueError, match="naive"):
         store.save_indicators([_indicator("198.51.100.10"), naive], at=now)
     assert store.indicators() == []
+
+
+def test_recent_proposals_and_outcomes_of_one_kind_are_read_without_the_rest(store: SqlStore) -> None:
+    store.save_batch(proposals=[make_proposal(n, created_at=at(10 * n)) for n in (1, 2, 3)])
+    assert [p.id for p in store.proposals(since=at(10))] == ["prop-2", "prop-3"], "created after `since`"
+    assert [p.id for p in store.proposals(since=at(5))] == ["prop-1", "prop-2", "prop-3"]
+    assert [p.id for p in store.proposals(state=ProposalState.PROPOSED, since=at(25))] == ["prop-3"]
+    fp = OutcomeKind.FALSE_POSITIVE
+    for outcome in (
+        make_outcome(1, observed_at=at(100), kind=fp),
+        make_outcome(2, observed_at=at(200), kind=fp),
+        make_outcome(3, observed_at=at(300)),
+        make_outcome(4, "prop-2", observed_at=at(400), kind=fp),
+    ):
+        store.record_outcome(outcome)
+    assert [o.id for o in store.outcomes(kind=fp, since=at(100))] == ["out-2", "out-4"]
+    assert [o.id for o in store.outcomes(kind=fp)] == ["out-1", "out-2", "out-4"]
+    assert [o.id for o in store.outcomes(since=at(250))] == ["out-3", "out-4"]
+    assert [o.id for o in store.outcomes(kind=fp, proposal_id="prop-2")] == ["out-4"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from tests.factories import at, make_finding, make_flow, make_proposal
@@ -157,15 +158,15 @@ def test_the_same_proposal_made_again_brings_the_impact_of_the_latest_window(tmp
 
 
 class CountingStore:
-    """The store, counting the whole-table reads `with_records` makes (proposals of every state)."""
+    """The store, counting the reads of every state's proposals `with_records` makes."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.full_reads = 0
 
-    def proposals(self, *, state: ProposalState | None = None) -> list[Proposal]:
+    def proposals(self, *, state: ProposalState | None = None, since: datetime | None = None) -> list[Proposal]:
         self.full_reads += state is None
-        return self.store.proposals(state=state)
+        return self.store.proposals(state=state, since=since)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.store, name)

@@ -186,10 +186,10 @@ def with_records(
     proposals they are about (`temporary_exception`), the proposals made within `lookback` (repeat offenders'
     escalation) and those within the guard-rails' rate window (the rate cap counts them)."""
     since = context.now - lookback
-    proposals = [p for p in store.proposals() if since < p.created_at <= context.now]
+    proposals = [p for p in store.proposals(since=since) if p.created_at <= context.now]
     reports: list[ReportedOutcome] = []
-    for o in store.outcomes():
-        if o.kind is OutcomeKind.FALSE_POSITIVE and since < o.observed_at <= context.now:
+    for o in store.outcomes(kind=OutcomeKind.FALSE_POSITIVE, since=since):
+        if o.observed_at <= context.now:
             about = store.proposal(o.proposal_id)
             if about is not None:
                 reports.append(ReportedOutcome(o, about))

@@ -15,7 +15,7 @@ from vmshadow.domain.decision import Decision, TMRVersion
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.indicator import Indicator
-from vmshadow.domain.outcome import Outcome, TrustSnapshot
+from vmshadow.domain.outcome import Outcome, OutcomeKind, TrustSnapshot
 from vmshadow.domain.proposal import Proposal, ProposalState
 
 FlowKeys = tuple[str, str, str, str, str, str, str, str]
@@ -103,7 +103,9 @@ class Store(Protocol):
 
     def proposal(self, proposal_id: str) -> Proposal | None: ...
 
-    def proposals(self, *, state: ProposalState | None = None) -> list[Proposal]: ...
+    def proposals(self, *, state: ProposalState | None = None, since: datetime | None = None) -> list[Proposal]:
+        """Oldest first; `since`: only those created after it (indexed: the recent ones stay cheap to read)."""
+        ...
 
     def record_decision(self, decision: Decision, proposal: Proposal) -> None:
         """Append the decision and store the proposal's new state, in one transaction."""
@@ -133,8 +135,15 @@ class Store(Protocol):
         """Append an outcome about a stored proposal; False (and nothing changes) when its id is on record."""
         ...
 
-    def outcomes(self, *, recommender: str | None = None, proposal_id: str | None = None) -> list[Outcome]:
-        """In recording order."""
+    def outcomes(
+        self,
+        *,
+        recommender: str | None = None,
+        proposal_id: str | None = None,
+        kind: OutcomeKind | None = None,
+        since: datetime | None = None,
+    ) -> list[Outcome]:
+        """In recording order; `kind` and `since` (observed after it) narrow them (indexed together)."""
         ...
 
     def outcomes_after(self, seq: int, *, limit: int = 1000) -> list[tuple[int, Outcome]]:

@@ -503,11 +503,13 @@ class SqlStore:
             data = conn.scalar(select(t.proposals.c.data).where(t.proposals.c.id == proposal_id))
         return None if data is None else codec.proposal_from_json(data)
 
-    def proposals(self, *, state: ProposalState | None = None) -> list[Proposal]:
+    def proposals(self, *, state: ProposalState | None = None, since: datetime | None = None) -> list[Proposal]:
         c = t.proposals.c
         query = select(c.data).order_by(c.created_at, c.id)
         if state is not None:
             query = query.where(c.state == str(state))
+        if since is not None:
+            query = query.where(c.created_at > since)
         with self._engine.connect() as conn:
             return [codec.proposal_from_json(data) for data in conn.scalars(query)]
 
@@ -525,13 +527,24 @@ class SqlStore:
         with self._engine.connect() as conn:
             return [(row.seq, _decision_of(row)) for row in conn.execute(query)]
 
-    def outcomes(self, *, recommender: str | None = None, proposal_id: str | None = None) -> list[Outcome]:
+    def outcomes(
+        self,
+        *,
+        recommender: str | None = None,
+        proposal_id: str | None = None,
+        kind: OutcomeKind | None = None,
+        since: datetime | None = None,
+    ) -> list[Outcome]:
         c = t.outcomes.c
         query = select(t.outcomes).order_by(c.seq)
         if recommender is not None:
             query = query.where(c.recommender == recommender)
         if proposal_id is not None:
             query = query.where(c.proposal_id == proposal_id)
+        if kind is not None:
+            query = query.where(c.kind == str(kind))
+        if since is not None:
+            query = query.where(c.observed_at > since)
         with self._engine.connect() as conn:
             return [_outcome_of(row) for row in conn.execute(query)]
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -106,7 +107,7 @@ proposals = Table(
     Column("kind", String, nullable=False),
     Column("state", String, nullable=False, index=True),
     Column("recommender", String, nullable=False),
-    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, index=True),  # recent proposals: escalation, rate cap
     Column("data", JSON, nullable=False),
 )
 
@@ -150,6 +151,7 @@ outcomes = Table(
     Column("weight", Float, nullable=False),
     Column("actor", String, nullable=False),
     Column("detail", Text, nullable=False),
+    Index("ix_outcomes_kind_observed_at", "kind", "observed_at"),  # recent reports of one kind
 )
 
 # Every trust snapshot computed, so the history can be shown; one per recommender and moment.
