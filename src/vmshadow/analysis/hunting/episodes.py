@@ -4,24 +4,42 @@ An *episode* is a run of activity by one offender key (e.g. a source address pro
 the last `window_s` of flow time count; an episode ends when all its items have aged out. Findings are raised
 when the count reaches a threshold and again at each `growth`-fold milestone, so a long scan yields a handful
 of findings (each with fresher evidence) rather than one per flow.
+
+A spoofed flood makes one episode per packet's source, so an episode is kept small, and holds as few objects as
+the cyclic garbage collector must visit as possible: its items are a plain dict of strings to integers (which
+the collector does not track; an OrderedDict costs twice the memory and is always tracked) and its evidence a
+tuple of strings (untracked once the collector has seen it). Measured on the spoofed SYN flood (37,669 flows):
+`hunting.port_scan` 11.6 -> 6.0 us per flow, 6.6 of the 11.6 being the collector's (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import ipaddress
+import socket
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from vmshadow.domain.net import IPAddress
+
 MAX_EVIDENCE = 50
+
+
+def address_text(address: IPAddress) -> str:
+    """`str(address)`, in a third of the time for IPv4 (state keys are built from addresses for every flow)."""
+    if type(address) is ipaddress.IPv4Address:
+        return socket.inet_ntoa(int(address).to_bytes(4, "big"))
+    return str(address)
 
 
 @dataclass(slots=True)
 class Episode:
     started_ms: int
-    items: OrderedDict[str, int] = field(default_factory=OrderedDict)  # item -> last seen, ms, oldest first
+    # item -> last seen, ms, oldest first (a re-seen item is popped and inserted again: dicts keep insertion order)
+    items: dict[str, int] = field(default_factory=dict)
     next_milestone: int = 0
-    evidence: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_EVIDENCE))
+    evidence: tuple[str, ...] = ()  # the latest MAX_EVIDENCE evidence values, oldest first
     latest_ms: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -36,8 +54,8 @@ class Episode:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Episode:
         ep = cls(started_ms=int(d["started_ms"]), next_milestone=int(d["next_milestone"]))
-        ep.items = OrderedDict((str(k), int(v)) for k, v in d["items"])
-        ep.evidence.extend(d["evidence"])
+        ep.items = {str(k): int(v) for k, v in d["items"]}
+        ep.evidence = tuple(d["evidence"])[-MAX_EVIDENCE:]
         ep.latest_ms = int(d["latest_ms"])
         return ep
 
@@ -75,7 +93,7 @@ class RecentByKey(Generic[T]):
         `expire(state, horizon_ms)` drops what is older than the window and says whether nothing is left, in
         which case `fresh()` starts the key over.
         """
-        self._forget_stale(at_ms if now_ms is None else now_ms)
+        self.forget_stale(at_ms if now_ms is None else now_ms)
         state = self.items.get(key)
         if state is not None:
             self.items.move_to_end(key)
@@ -90,14 +108,17 @@ class RecentByKey(Generic[T]):
         state.started_ms = min(state.started_ms, at_ms)
         return state
 
-    def _forget_stale(self, now_ms: int) -> None:
+    def forget_stale(self, now_ms: int) -> None:
+        """Forget up to two keys that have been quiet for a window before `now_ms` (least recently touched first)."""
+        items = self.items
+        horizon = now_ms - self.window_ms
         for _ in range(2):
-            if not self.items:
+            if not items:
                 return
-            oldest = next(iter(self.items))
-            if self.items[oldest].latest_ms >= now_ms - self.window_ms:
+            oldest = next(iter(items))
+            if items[oldest].latest_ms >= horizon:
                 return
-            del self.items[oldest]
+            del items[oldest]
 
 
 class EpisodeTracker:
@@ -120,19 +141,35 @@ class EpisodeTracker:
 
         An item of `weight` n counts n times (it is kept as `item`, `item#1`, ... `item#n-1`): e.g. a connection
         that carried several login attempts."""
-        ep = self._recent.touch(
-            key, at_ms, lambda: Episode(started_ms=at_ms, next_milestone=self.threshold), self._expire
-        )
-        for i in range(max(1, weight)):
-            part = item if i == 0 else f"{item}#{i}"
-            previous = ep.items.pop(part, None)
-            ep.items[part] = max(at_ms, previous or at_ms)
-            if len(ep.items) > self.max_items:
-                ep.items.popitem(last=False)
-        ep.evidence.append(evidence)
-        reached = len(ep.items) >= ep.next_milestone
+        # RecentByKey.touch inlined (no closure per call): this runs once or twice for every probe of a flood
+        recent = self._recent
+        episodes = recent.items
+        recent.forget_stale(at_ms)
+        ep = episodes.get(key)
+        if ep is not None:
+            episodes.move_to_end(key)
+            if self._expire(ep, max(ep.latest_ms, at_ms) - self.window_ms):
+                ep = None
+        if ep is None:
+            ep = Episode(started_ms=at_ms, next_milestone=self.threshold)
+            episodes[key] = ep
+            if len(episodes) > self.max_keys:
+                episodes.popitem(last=False)
+        if at_ms > ep.latest_ms:
+            ep.latest_ms = at_ms
+        if at_ms < ep.started_ms:
+            ep.started_ms = at_ms
+        items = ep.items
+        for part in (item,) if weight <= 1 else (item, *(f"{item}#{i}" for i in range(1, weight))):
+            previous = items.pop(part, None)
+            items[part] = at_ms if not previous or previous < at_ms else previous  # max(at_ms, previous or at_ms)
+            if len(items) > self.max_items:
+                del items[next(iter(items))]  # the oldest
+        kept = ep.evidence
+        ep.evidence = (*kept, evidence) if len(kept) < MAX_EVIDENCE else (*kept[1:], evidence)
+        reached = len(items) >= ep.next_milestone
         if reached:
-            ep.next_milestone = max(ep.next_milestone, len(ep.items)) * self.growth
+            ep.next_milestone = max(ep.next_milestone, len(items)) * self.growth
         return ep, reached
 
     @staticmethod

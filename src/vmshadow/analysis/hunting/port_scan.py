@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vmshadow.analysis.detector import Detector, DetectorSettings
-from vmshadow.analysis.hunting.episodes import EpisodeTracker
+from vmshadow.analysis.hunting.episodes import EpisodeTracker, address_text
 from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, UDP, Flow
@@ -34,15 +34,25 @@ def is_probe(flow: Flow) -> bool:
     UDP: a few datagrams with no answer. Multicast/broadcast targets and flows that look like a server's
     one-way replies (well-known source port to an ephemeral port) are not probes.
     """
-    if not is_unicast(flow.dst_ip):
-        return False
     if flow.src_port < 1024 <= flow.dst_port:
         return False
     if flow.protocol == TCP:
-        return flow.psh_packets == 0 and flow.packets <= 6
-    if flow.protocol == UDP:
-        return not flow.answered and flow.src2dst_packets <= 3
-    return False
+        probe = flow.psh_packets == 0 and flow.src2dst_packets + flow.dst2src_packets <= 6
+    elif flow.protocol == UDP:
+        probe = flow.dst2src_packets == 0 and flow.src2dst_packets <= 3
+    else:
+        return False
+    return probe and is_unicast(flow.dst_ip)  # the address test last: it is the dearest
+
+
+_PORT_TEXT: dict[int, str] = {}  # one string per port number, shared by every episode that holds it
+
+
+def _port_text(port: int) -> str:
+    text = _PORT_TEXT.get(port)
+    if text is None:
+        text = _PORT_TEXT[port] = str(port)
+    return text
 
 
 @register
@@ -77,12 +87,11 @@ class PortScanDetector(Detector[PortScanSettings]):
         if not is_probe(flow):
             return []
         at_ms = int(flow.last_seen_at.timestamp() * 1000)
-        key = f"{flow.src_ip}|{flow.protocol}"
-        target = f"{flow.dst_ip}|{flow.dst_port}"
-        ep, reached = self._targets.add(key, target, at_ms, flow.community_id)
-        _, reached_vertical = self._ports_by_host.add(
-            f"{key}|{flow.dst_ip}", str(flow.dst_port), at_ms, flow.community_id
-        )
+        key = f"{address_text(flow.src_ip)}|{flow.protocol}"
+        dst = address_text(flow.dst_ip)
+        cid = flow.community_id
+        ep, reached = self._targets.add(key, f"{dst}|{flow.dst_port}", at_ms, cid)
+        _, reached_vertical = self._ports_by_host.add(f"{key}|{dst}", _port_text(flow.dst_port), at_ms, cid)
         if not (reached or reached_vertical):
             return []
         return [self._finding(flow, ep.items, ep.started_ms, list(ep.evidence))]
