@@ -5,13 +5,13 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from vmshadow.analysis.detector import Detector, DetectorSettings
-from vmshadow.analysis.hunting.episodes import MAX_EVIDENCE, RecentByKey
+from vmshadow.analysis.hunting.episodes import MAX_EVIDENCE, RecentByKey, address_text
 from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, UDP, Flow
@@ -114,9 +114,10 @@ class Conversation:
 
     started_ms: int
     latest_ms: int = 0
-    # (start ms, src2dst bytes, community_id) in arrival order; a list, not a deque: most conversations hold one
-    # or two connections, and an empty deque alone costs more memory than a short list
-    connections: list[tuple[int, int, str]] = field(default_factory=list)
+    # (start ms, src2dst bytes, community_id) in arrival order; a tuple, not a list or deque: most conversations
+    # hold one or two connections (one per spoofed source in a flood), and a tuple of these costs the least memory
+    # and is not revisited by the cyclic garbage collector (a list is, at every full collection)
+    connections: tuple[tuple[int, int, str], ...] = ()
     next_milestone: int = 0  # connections needed before the next finding
     next_evaluation: int = 0  # connections needed before scoring again
 
@@ -137,7 +138,7 @@ class Conversation:
             next_milestone=int(d["next_milestone"]),
             next_evaluation=int(d["next_evaluation"]),
         )
-        conv.connections = [(int(s), int(b), str(c)) for s, b, c in d["connections"]]
+        conv.connections = tuple((int(s), int(b), str(c)) for s, b, c in d["connections"])
         return conv
 
 
@@ -169,7 +170,7 @@ def _expire_connections(conv: Conversation, horizon_ms: int) -> bool:
     while first < len(kept) and kept[first][0] < horizon_ms:
         first += 1
     if first:
-        del kept[:first]
+        conv.connections = kept = kept[first:]
     return not kept
 
 
@@ -216,12 +217,13 @@ class BeaconingDetector(Detector[BeaconingSettings]):
             return []  # a server's side of a conversation
         start_ms = int(flow.first_seen_at.timestamp() * 1000)
         at_ms = int(flow.last_seen_at.timestamp() * 1000)
-        key = f"{flow.src_ip}|{flow.dst_ip}|{flow.protocol}|{flow.dst_port}"
+        key = f"{address_text(flow.src_ip)}|{address_text(flow.dst_ip)}|{flow.protocol}|{flow.dst_port}"
         conv = self._conversation(key, start_ms, at_ms)
-        conv.connections.append((start_ms, flow.src2dst_bytes, flow.community_id))
-        if len(conv.connections) > s.max_connections:
-            del conv.connections[0]
-        n = len(conv.connections)
+        connections = (*conv.connections, (start_ms, flow.src2dst_bytes, flow.community_id))
+        if len(connections) > s.max_connections:
+            connections = connections[1:]
+        conv.connections = connections
+        n = len(connections)
         if n < max(conv.next_milestone, conv.next_evaluation):
             return []
         conv.next_evaluation = n + max(1, n // 8)  # scoring is O(n log n): amortise it on busy conversations

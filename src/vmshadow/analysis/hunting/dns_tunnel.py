@@ -201,6 +201,8 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
         )  # fmt: skip
 
     def observe(self, flow: Flow) -> list[Finding]:
+        if not (flow.dns_query or flow.sni or flow.http_host):
+            return []  # no name to judge (most flows; is_dns_query needs a dns_query too)
         at_ms = int(flow.last_seen_at.timestamp() * 1000)
         findings: list[Finding] = []
         if is_dns_query(flow):

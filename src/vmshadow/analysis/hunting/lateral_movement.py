@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vmshadow.analysis.detector import Detector, DetectorSettings
-from vmshadow.analysis.hunting.episodes import EpisodeTracker
+from vmshadow.analysis.hunting.episodes import EpisodeTracker, address_text
 from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, UDP, Flow
@@ -83,11 +83,11 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         super().__init__(settings, context)
         s = self.settings
         self._learning_ms = int(s.learning_s * 1000)
-        # (version, first, last) as integers: a membership test per flow, cheaper than ipaddress's `in`
-        self._internal = tuple(
-            (n.version, int(n.network_address), int(n.broadcast_address))
-            for n in map(ipaddress.ip_network, s.internal_networks)
-        )
+        # (first, last) as integers per IP version: a membership test per flow, cheaper than ipaddress's `in`
+        ranges = [(n.version, int(n.network_address), int(n.broadcast_address))
+                  for n in map(ipaddress.ip_network, s.internal_networks)]  # fmt: skip
+        self._internal_v4 = tuple((first, last) for version, first, last in ranges if version == 4)
+        self._internal_v6 = tuple((first, last) for version, first, last in ranges if version == 6)
         self._admin = frozenset(s.admin_ports)
         self._profiles: OrderedDict[str, Profile] = OrderedDict()  # least recently active first
         self._episodes = self._tracker()
@@ -96,8 +96,11 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         return flow.dst_vmn is not None or self._is_internal(flow.dst_ip)
 
     def _is_internal(self, address: IPAddress) -> bool:
-        value, version = int(address), address.version
-        return any(v == version and first <= value <= last for v, first, last in self._internal)
+        value = int(address)
+        for first, last in self._internal_v4 if isinstance(address, ipaddress.IPv4Address) else self._internal_v6:
+            if first <= value <= last:
+                return True
+        return False
 
     def observe(self, flow: Flow) -> list[Finding]:
         if flow.protocol not in (TCP, UDP) or flow.src_port < 1024 <= flow.dst_port:
@@ -106,9 +109,11 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         peer = self._is_peer(flow)
         if not (admin or peer):
             return []
-        at_ms = int(flow.last_seen_at.timestamp() * 1000)
-        key = flow.src_vmn or str(flow.src_ip)
+        key = flow.src_vmn or address_text(flow.src_ip)
         profile = self._profiles.get(key)
+        if profile is None and not flow.answered:
+            return []  # (the test below, before the flow time is read: a spoofed flood is all this)
+        at_ms = int(flow.last_seen_at.timestamp() * 1000)
         if profile is not None:
             self._end_learning(profile, at_ms)
         if (profile is None or not profile.learned) and not flow.answered:
@@ -150,7 +155,7 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
             profile.known.popitem(last=False)
 
     def _finding(
-        self, flow: Flow, key: str, profile: Profile, uses: OrderedDict[str, int], evidence: Any, started_ms: int,
+        self, flow: Flow, key: str, profile: Profile, uses: dict[str, int], evidence: tuple[str, ...], started_ms: int,
         admin: bool, peer: bool,
     ) -> Finding:  # fmt: skip
         s = self.settings
