@@ -6,6 +6,7 @@ It is both the offline analysis input and the test input of every later stage.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from nfstream import NFStreamer
 from vmshadow.domain.errors import CaptureError, Issue
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.ids import stable_id
+from vmshadow.domain.net import IPAddress
 from vmshadow.domain.vmn import VMNMap
 from vmshadow.flows.capture_file import check_capture
 from vmshadow.flows.community_id import community_id
@@ -28,15 +30,28 @@ def _time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+def _address(text: str) -> IPAddress:
+    """`ipaddress.ip_address(text)` for the addresses nfstream prints, through inet_pton: 0.3 us instead of 1.4 us
+    (IPv4) and 2.9 us (IPv6) per address, twice per flow. Anything inet_pton refuses (e.g. a scope id) goes the
+    slow way, which also gives its error."""
+    try:
+        if ":" in text:
+            return ipaddress.IPv6Address(int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big"))
+        return ipaddress.IPv4Address(int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big"))
+    except OSError:
+        return ipaddress.ip_address(text)
+
+
 def to_flow(nf: Any, vmn_map: VMNMap, source: str) -> Flow:
     """One nfstream record as a `Flow`; the VMN on each side comes from `vmn_map` (MAC first, then address)."""
-    src_ip = ipaddress.ip_address(nf.src_ip)
-    dst_ip = ipaddress.ip_address(nf.dst_ip)
+    src_ip = _address(nf.src_ip)
+    dst_ip = _address(nf.dst_ip)
     cid = community_id(src_ip, dst_ip, nf.protocol, nf.src_port, nf.dst_port)
     app: str = nf.application_name or ""
     master = app.split(".", 1)[0]
     # nfstream reports one `requested_server_name`: the DNS query, HTTP Host or TLS/QUIC SNI by protocol
     name: str = nf.requested_server_name or ""
+    known = len(vmn_map) > 0  # with no VMN named, neither side is one (and the address lookups cost microseconds)
     return Flow(
         id=stable_id("flow", cid, nf.bidirectional_first_seen_ms, source),
         community_id=cid,
@@ -53,8 +68,8 @@ def to_flow(nf: Any, vmn_map: VMNMap, source: str) -> Flow:
         dst2src_bytes=nf.dst2src_bytes,
         src_mac=nf.src_mac or "",
         dst_mac=nf.dst_mac or "",
-        src_vmn=vmn_map.identify(nf.src_mac, src_ip),
-        dst_vmn=vmn_map.identify(nf.dst_mac, dst_ip),
+        src_vmn=vmn_map.identify(nf.src_mac, src_ip) if known else None,
+        dst_vmn=vmn_map.identify(nf.dst_mac, dst_ip) if known else None,
         syn_packets=nf.bidirectional_syn_packets,
         rst_packets=nf.bidirectional_rst_packets,
         psh_packets=nf.bidirectional_psh_packets,

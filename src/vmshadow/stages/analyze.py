@@ -15,5 +15,7 @@ def run_analyze(flows: Iterable[Flow], detectors: Sequence[Detector[Any]]) -> It
     for flow in flows:
         findings: list[Finding] = []
         for detector in detectors:
-            findings.extend(detector.observe(flow))
+            found = detector.observe(flow)
+            if found:  # usually not
+                findings.extend(found)
         yield flow, findings
