@@ -19,6 +19,7 @@ from typing import Any
 
 from vmshadow.analysis.detector import Detector
 from vmshadow.app.feedback import RECORDS_LOOKBACK, with_records
+from vmshadow.app.stores import pending_proposals
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.proposal import Proposal, ProposalState
@@ -28,7 +29,7 @@ from vmshadow.ports.store import Store
 from vmshadow.refinement.guardrails import GuardRails
 from vmshadow.refinement.impact import DEFAULT_WINDOW
 from vmshadow.refinement.merge import keep_decision, merge_proposals
-from vmshadow.refinement.pending import PENDING_STATES, with_pending_conflicts
+from vmshadow.refinement.pending import with_pending_conflicts
 from vmshadow.refinement.recommender import RecommendContext, Recommender
 from vmshadow.refinement.widen import placed
 from vmshadow.stages.analyze import run_analyze
@@ -195,7 +196,7 @@ class EmbeddedService:
         once per batch, and only when a batch has a proposal."""
         if not fresh:
             return []
-        pending = [p for state in sorted(PENDING_STATES) for p in self.store.proposals(state=state)]
+        pending = pending_proposals(self.store)
         waiting = [p for p in pending if p.state is ProposalState.PROPOSED]
         out = []
         for p in fresh:

@@ -13,7 +13,7 @@ from typing import Any
 
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.intel.intel_match import IntelMatchDetector
-from vmshadow.app.stores import opened
+from vmshadow.app.stores import opened, pending_proposals
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.indicator import Indicator
@@ -27,7 +27,7 @@ from vmshadow.intel.retro_hunt import key_filter, touching
 from vmshadow.intel.stix import parse_stix_bundle
 from vmshadow.ports.store import Store
 from vmshadow.refinement.merge import keep_decision
-from vmshadow.refinement.pending import PENDING_STATES, with_pending_conflicts
+from vmshadow.refinement.pending import with_pending_conflicts
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.recommend import run_recommend
 
@@ -185,7 +185,7 @@ def retro_hunt_in(
         fresh = run_recommend(recent, tmrset or TMRSet(), recommenders, context, trust)
         proposals = [keep_decision(store.proposal(p.id), p) for p in fresh]
         # conflicts with the proposals waiting for review, as the live batches and `analyze --db` add them
-        pending = [p for state in sorted(PENDING_STATES) for p in store.proposals(state=state)]
+        pending = pending_proposals(store)
         proposals = with_pending_conflicts(proposals, tmrset or TMRSet(), pending, now)
     lap("recommend")
     store.save_batch(findings=found, proposals=proposals)

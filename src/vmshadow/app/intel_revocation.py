@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from vmshadow.app.review import counting_in_kernel
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.ids import stable_id
 from vmshadow.domain.indicator import Indicator
@@ -53,7 +54,8 @@ def rereview_revoked(store: Store, revoked: Sequence[Indicator], now: datetime) 
     out = Rereview()
     for rests in resting_on_revoked(candidates, findings, gone):
         reason = f"{said(rests.indicators)}: revoked by its producer"
-        if rests.proposal.state in WITHDRAWN and not _counting(store, rests.proposal):
+        counting = counting_in_kernel(rests.proposal, store.decisions(rests.proposal.id))
+        if rests.proposal.state in WITHDRAWN and not counting:
             moved, decision = decide(rests.proposal, _S.REJECTED, actor=REVOKER, at=now, reason=reason)
             store.record_decision(decision, moved)
             out.rejected.append(moved)
@@ -63,13 +65,6 @@ def rereview_revoked(store: Store, revoked: Sequence[Indicator], now: datetime) 
             store.save_batch(proposals=[alert])
             out.alerts.append(alert)
     return out
-
-
-def _counting(store: Store, proposal: Proposal) -> bool:
-    """Approved straight from staged: its rule still counts in the kernel (app/review.py) until it is applied or
-    rejected through the TM, so only a person should move it."""
-    last = store.decisions(proposal.id)[-1:]
-    return proposal.state is _S.APPROVED and bool(last) and last[0].from_state is _S.STAGED
 
 
 def _alert(rests: RestsOnRevoked, reason: str, now: datetime) -> Proposal:

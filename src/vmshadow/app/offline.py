@@ -11,7 +11,7 @@ from pathlib import Path
 from vmshadow.analysis.detector import DetectorContext
 from vmshadow.analysis.registry import build_detectors
 from vmshadow.app.feedback import trust_in, with_records
-from vmshadow.app.stores import opened
+from vmshadow.app.stores import opened, pending_proposals
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
@@ -25,7 +25,7 @@ from vmshadow.ports.store import Store
 from vmshadow.refinement.guardrails import GuardRails
 from vmshadow.refinement.impact import DEFAULT_WINDOW
 from vmshadow.refinement.merge import keep_decision
-from vmshadow.refinement.pending import PENDING_STATES, with_pending_conflicts
+from vmshadow.refinement.pending import with_pending_conflicts
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.analyze import run_analyze
 from vmshadow.stages.recommend import run_recommend
@@ -108,7 +108,7 @@ def _analyze(
     pending: list[Proposal] = []
     if store is not None:
         proposals = [keep_decision(store.proposal(p.id), p) for p in proposals]
-        pending = [p for state in sorted(PENDING_STATES) for p in store.proposals(state=state)]
+        pending = pending_proposals(store)
     # conflicts with the proposals waiting for review: those stored, and each other
     proposals = with_pending_conflicts(proposals, tmrset, pending, now)
     if store is not None:

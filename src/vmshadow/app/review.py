@@ -75,7 +75,7 @@ def show_proposal(db_url: str, proposal_id: str, tm: TMSettings | None = None) -
     with opened(db_url) as store:
         proposal = _get(store, proposal_id)
         decisions = tuple(store.decisions(proposal_id))
-        counting = _counting(proposal, decisions)
+        counting = counting_in_kernel(proposal, decisions)
     recorded = proposal.evidence.measured.get(STAGED_HITS)
     kept = int(recorded) if isinstance(recorded, int | float) else None
     if not counting:
@@ -93,7 +93,7 @@ def show_proposal(db_url: str, proposal_id: str, tm: TMSettings | None = None) -
     return Reviewed(proposal, decisions, StagedHits(live[proposal_id], counting=True))
 
 
-def _counting(proposal: Proposal, decisions: tuple[Decision, ...] | list[Decision]) -> bool:
+def counting_in_kernel(proposal: Proposal, decisions: tuple[Decision, ...] | list[Decision]) -> bool:
     """Whether the proposal's rule should be counting in the kernel: it is staged, or was approved while staged
     (it counts until it is applied or rejected)."""
     if proposal.state is ProposalState.STAGED:
@@ -131,7 +131,7 @@ def decide_proposal(
         moved, decision = decide(proposal, target, actor=actor, at=now, reason=reason, edited_rule=edited_rule)
         kernel = target is ProposalState.STAGED or (
             target in (ProposalState.REJECTED, ProposalState.EDITED)
-            and _counting(proposal, store.decisions(proposal_id))
+            and counting_in_kernel(proposal, store.decisions(proposal_id))
         )
         if not kernel:
             store.record_decision(decision, moved)

@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from vmshadow.adapters.sql import open_store
+from vmshadow.domain.proposal import Proposal
 from vmshadow.ports.store import Store
+from vmshadow.refinement.pending import PENDING_STATES
 
 
 @contextmanager
@@ -16,3 +18,8 @@ def opened(db_url: str) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+def pending_proposals(store: Store) -> list[Proposal]:
+    """The proposals waiting for review (they may still go into force): what new ones are checked against."""
+    return [p for state in sorted(PENDING_STATES) for p in store.proposals(state=state)]
