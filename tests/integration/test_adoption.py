@@ -35,14 +35,16 @@ def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(t
         held = {"tmrset": baseline}
         lab_dir = tmp_path / "lab"
 
-        def on_bridge() -> list[VMN]:
+        def on_bridge() -> tuple[list[VMN], bool]:
             state = Lab(lab.tag, state_dir=lab_dir).state()
             assert state is not None
-            return [h.vmn() for h in state.vmns]
+            return [h.vmn() for h in state.vmns], state.both_directions
 
         adoption = Adoption(
             on_bridge=on_bridge,
-            attach=lambda vmns: [(v, shadow_port.attach(v.name, v.interfaces[0])) for v in vmns],
+            attach=lambda vmns, both: [
+                (v, shadow_port.attach(v.name, v.interfaces[0], both_directions=both)) for v in vmns
+            ],
             source=source,
             ports=ports,
             tmrset=lambda: held["tmrset"],

@@ -56,11 +56,12 @@ def teach_in_force(settings: TMSettings, vmns: Sequence[VMN], at: datetime | Non
 
 @dataclass
 class Adoption:
-    """The `capture.adopt` duty (see the module doc). `on_bridge` lists the VMNs on the bridge now, `attach`
-    gives VMNs their shadow ports; `ports` (VMN name -> shadow port) is shared with the service's health."""
+    """The `capture.adopt` duty (see the module doc). `on_bridge` lists the VMNs on the bridge now and whether
+    their shadow ports copy both directions, `attach` gives VMNs their shadow ports; `ports` (VMN name -> shadow
+    port) is shared with the service's health."""
 
-    on_bridge: Callable[[], list[VMN]]
-    attach: Callable[[list[VMN]], list[tuple[VMN, ShadowPort]]]
+    on_bridge: Callable[[], tuple[list[VMN], bool]]
+    attach: Callable[[list[VMN], bool], list[tuple[VMN, ShadowPort]]]
     source: LiveSource
     ports: MutableMapping[str, ShadowPort]
     tmrset: Callable[[], TMRSet]
@@ -68,10 +69,11 @@ class Adoption:
     tm: TMSettings | None  # None: no TM to teach (tests without a bridge table)
 
     def __call__(self) -> list[str]:
-        new = [v for v in self.on_bridge() if v.name not in self.ports]
+        on_bridge, both = self.on_bridge()
+        new = [v for v in on_bridge if v.name not in self.ports]
         if not new:
             return []
-        attached = self.attach(new)
+        attached = self.attach(new, both)
         self.set_tmrset(knowing(self.tmrset(), [vmn for vmn, _ in attached]))
         vmn_map = self.tmrset().vmn_map
         for vmn, port in attached:

@@ -164,8 +164,8 @@ def build_service(
     )
     tm = tm_settings(options)
     adoption = Adoption(
-        on_bridge=lambda: bridge_vmns(options)[0],
-        attach=lambda vmns: [(w.vmn, w.port) for w in attach_watched(options, vmns, bridge_vmns(options)[1])],
+        on_bridge=lambda: bridge_vmns(options),
+        attach=lambda vmns, both: [(w.vmn, w.port) for w in attach_watched(options, vmns, both)],
         source=service.source,
         ports=by_vmn,  # the health's mirror counters read the same mapping
         tmrset=lambda: service.tmrset,
