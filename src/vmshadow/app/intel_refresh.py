@@ -136,6 +136,18 @@ class _Backoff:
     failures: int = 0
     skip: int = 0
 
+    def run(self, pull: Callable[[], int]) -> int:
+        """`pull()` unless this turn is skipped (then 0); a failure counts toward the backoff and is raised."""
+        if self.should_skip():
+            return 0
+        try:
+            done = pull()
+        except Exception:
+            self.failed()
+            raise
+        self.succeeded()
+        return done
+
     def should_skip(self) -> bool:
         if self.skip > 0:
             self.skip -= 1
@@ -230,15 +242,7 @@ class FeedFetching:
         return Periodic(f"intel.feed.{self.feed.name}", self.feed.every_s, self.__call__)
 
     def __call__(self) -> int:
-        if self.backoff.should_skip():
-            return 0
-        try:
-            stored = self._fetch()
-        except Exception:
-            self.backoff.failed()
-            raise
-        self.backoff.succeeded()
-        return stored
+        return self.backoff.run(self._fetch)
 
     def _fetch(self) -> int:
         f = self.feed
@@ -288,15 +292,7 @@ class MISPFeedPolling:
         return self.state_dir / f"misp-{self.feed.name}.json"
 
     def __call__(self) -> int:
-        if self.backoff.should_skip():
-            return 0
-        try:
-            stored = self._pull()
-        except Exception:
-            self.backoff.failed()
-            raise
-        self.backoff.succeeded()
-        return stored
+        return self.backoff.run(self._pull)
 
     def _get(self, url: str) -> bytes:
         try:
