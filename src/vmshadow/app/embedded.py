@@ -7,7 +7,6 @@ Proposals are stored before they are shown (nothing is lost if the process dies 
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import deque
@@ -19,6 +18,7 @@ from typing import Any
 
 from vmshadow.analysis.detector import Detector
 from vmshadow.app.feedback import RECORDS_LOOKBACK, with_records
+from vmshadow.app.paths import write_json_atomically
 from vmshadow.app.stores import pending_proposals
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.flow import Flow
@@ -235,10 +235,7 @@ class EmbeddedService:
                 for t in self.periodic
             ],
         }
-        self.status_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(document, indent=2))
-        tmp.replace(self.status_path)
+        write_json_atomically(self.status_path, document, indent=2)
 
 
 def _health_row(h: PortHealth, mirrored: dict[str, int], flows_per_s: float) -> dict[str, Any]:

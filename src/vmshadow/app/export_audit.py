@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from vmshadow.app.paths import write_json_atomically
 from vmshadow.domain.decision import Decision
 from vmshadow.domain.errors import InputError, Issue
 from vmshadow.domain.outcome import Outcome
@@ -125,10 +126,7 @@ class AuditExport:
 
     def _save(self) -> None:
         document = {"decisions": self.decisions.to_json(), "outcomes": self.outcomes.to_json()}
-        self.position_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.position_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(document))
-        tmp.replace(self.position_path)
+        write_json_atomically(self.position_path, document)
 
 
 def _read_positions(path: Path) -> tuple[LogPosition, LogPosition]:

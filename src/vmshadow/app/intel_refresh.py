@@ -29,6 +29,7 @@ from vmshadow.analysis.intel.intel_match import IntelMatchDetector
 from vmshadow.app.embedded import OnStored, Periodic
 from vmshadow.app.intel import RetroHunt, retro_hunt_in
 from vmshadow.app.intel_revocation import Rereview, rereview_revoked
+from vmshadow.app.paths import write_json_atomically
 from vmshadow.config.intel_settings import FeedFormat, FeedURLSettings, IntelSettings, TAXIICollectionSettings
 from vmshadow.domain.codec import indicator_id
 from vmshadow.domain.errors import BackendUnavailableError, InputError, Issue
@@ -204,10 +205,7 @@ class TAXIIPolling:
         self.backoff.succeeded()
         stored = self.store.save_indicators(result.indicators, at=self.clock())
         # the cursor moves only once what it covers is stored: a crash in between reads the same objects again
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.cursor_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(poller.cursor.to_dict()))
-        tmp.replace(self.cursor_path)
+        write_json_atomically(self.cursor_path, poller.cursor.to_dict())
         self.last = result
         if result.errors:
             raise InputError(result.errors)  # reported once: the cursor is past them
@@ -310,15 +308,17 @@ class MISPFeedPolling:
         if manifest.errors:
             raise InputError(manifest.errors)
         stored, bad = 0, list[Issue]()
-        for event in manifest.changed_since(self._position()):
+        position = self._position()  # read once a pull; written after each event's indicators are stored
+        for event in manifest.changed_since(position):
             event_url = f"{base}{event.uuid}.json"
             result = parse_misp_event(self._get(event_url), self.feed.name)
             if result.errors:
                 bad.extend(replace(e, source=event_url) for e in result.errors)
             else:
                 stored += self.store.save_indicators(result.indicators, at=self.clock())
-            if event.timestamp is not None:
+            if event.timestamp is not None and (position is None or event.timestamp > position):
                 self._advance(event.timestamp)  # only once what it covers is stored
+                position = event.timestamp
         if bad:
             raise InputError(bad)
         return stored
@@ -332,13 +332,7 @@ class MISPFeedPolling:
             raise InputError(Issue(str(self.position_path), f"unreadable MISP feed position: {exc}")) from None
 
     def _advance(self, timestamp: datetime) -> None:
-        current = self._position()
-        if current is not None and current >= timestamp:
-            return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.position_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"url": self.feed.url, "timestamp": timestamp.isoformat()}))
-        tmp.replace(self.position_path)
+        write_json_atomically(self.position_path, {"url": self.feed.url, "timestamp": timestamp.isoformat()})
 
 
 def _parse(feed: FeedURLSettings, content: bytes) -> IntelImport:
