@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from vmshadow.app.review import counting_in_kernel
+from vmshadow.app.stores import pending_proposals
 from vmshadow.domain.finding import Finding
 from vmshadow.domain.ids import stable_id
 from vmshadow.domain.indicator import Indicator
@@ -29,8 +30,7 @@ from vmshadow.review.lifecycle import decide
 REVOKER = "vmshadow (intel)"
 RECOMMENDER = "intel.revocation"  # the alerts' author: a notice, never a rule
 _S = ProposalState
-WITHDRAWN = frozenset({_S.PROPOSED, _S.EDITED, _S.APPROVED})  # nobody enforced them yet
-NOTIFIED = frozenset({_S.STAGED, _S.APPLIED})  # in the kernel: only a person takes them out
+WITHDRAWN = frozenset({_S.PROPOSED, _S.EDITED, _S.APPROVED})  # nobody enforced them yet (others: an alert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,8 @@ def rereview_revoked(store: Store, revoked: Sequence[Indicator], now: datetime) 
     gone = [i for i in revoked if i.revoked]
     if not gone:
         return Rereview()
-    candidates = [p for p in store.proposals() if p.state in WITHDRAWN | NOTIFIED and p.kind is not ProposalKind.ALERT]
+    waiting = [*pending_proposals(store), *store.proposals(state=_S.APPLIED)]  # every state but the final ones
+    candidates = [p for p in waiting if p.kind is not ProposalKind.ALERT]
     findings: dict[str, Finding] = {}
     for p in candidates:
         for finding_id in p.evidence.finding_ids:
@@ -54,9 +55,9 @@ def rereview_revoked(store: Store, revoked: Sequence[Indicator], now: datetime) 
     out = Rereview()
     for rests in resting_on_revoked(candidates, findings, gone):
         reason = f"{said(rests.indicators)}: revoked by its producer"
-        counting = counting_in_kernel(rests.proposal, store.decisions(rests.proposal.id))
-        if rests.proposal.state in WITHDRAWN and not counting:
-            moved, decision = decide(rests.proposal, _S.REJECTED, actor=REVOKER, at=now, reason=reason)
+        p = rests.proposal
+        if p.state in WITHDRAWN and not counting_in_kernel(p, store.decisions(p.id)):
+            moved, decision = decide(p, _S.REJECTED, actor=REVOKER, at=now, reason=reason)
             store.record_decision(decision, moved)
             out.rejected.append(moved)
             continue
