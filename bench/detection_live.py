@@ -137,6 +137,7 @@ class AttackResult:
     load_after: float = 0.0
     drops: int = 0
     outcome: str = ""  # what the attack traffic achieved (the scenario's own report)
+    seen: str = ""  # on a miss: the attacker's flows the SAE stored meanwhile, so a miss can be explained
 
     @property
     def met(self) -> bool:
@@ -208,7 +209,21 @@ def run_attack(sae: LiveSAE, scenario: Scenario, offender: LabHost, log: Callabl
     result.other_kinds = sorted({str(f.kind) for f in mine} - {str(expected.kind)})
     result.load_after = load()
     result.drops = sae.socket_drops() - drops_before
+    if not result.detected:
+        result.seen = seen_from(sae.store.flows(since=started_at - timedelta(seconds=1), vmn=offender.name), offender)
     return result
+
+
+def seen_from(flows: Sequence[Flow], offender: LabHost) -> str:
+    """The attacker's flows in a few words: how many, their applications, packets sent and names."""
+    mine = [f for f in flows if f.src_vmn == offender.name]
+    apps = Counter(f.application or "?" for f in mine)
+    names = Counter(f.host_name for f in mine if f.host_name)
+    packets = sum(f.src2dst_packets for f in mine)
+    return (
+        f"{len(mine)} flows from {offender.name}, {packets} packets sent; applications {dict(apps.most_common(5))}; "
+        f"names {dict(names.most_common(3))}"
+    )[:400]
 
 
 def _describe(proposal: Proposal, offender: LabHost) -> str:
