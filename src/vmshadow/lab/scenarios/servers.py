@@ -39,17 +39,40 @@ class _Handler(BaseHTTPRequestHandler):
             left -= n
 
     def _sink(self) -> None:
-        left = int(self.headers.get("Content-Length") or 0)
-        while left > 0:
-            data = self.rfile.read(min(left, CHUNK))
-            if not data:
-                break
-            left -= len(data)
+        # `curl -T -` (stdin, size unknown) sends chunked: without reading the chunks the answer would come
+        # before the body, and curl would stop after its first few kilobytes.
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self._drain_chunked()
+        else:
+            self._drain(int(self.headers.get("Content-Length") or 0))
         self.send_response(200)
         self.send_header("Content-Length", "3")
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(b"ok\n")
+
+    def _drain(self, left: int) -> bool:
+        """Read and drop `left` bytes; False when the client stopped sending first."""
+        while left > 0:
+            data = self.rfile.read(min(left, CHUNK))
+            if not data:
+                return False
+            left -= len(data)
+        return True
+
+    def _drain_chunked(self) -> None:
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                return  # not a chunk header (or the client went away): answer what was read
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields, up to the blank line
+                return
+            if not self._drain(size) or not self.rfile.readline(1024):
+                return
 
     do_POST = _sink  # noqa: N815
     do_PUT = _sink  # noqa: N815
