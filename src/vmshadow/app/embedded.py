@@ -33,6 +33,7 @@ from vmshadow.refinement.pending import with_pending_conflicts
 from vmshadow.refinement.recommender import RecommendContext, Recommender
 from vmshadow.refinement.widen import placed
 from vmshadow.stages.analyze import run_analyze
+from vmshadow.stages.collector import tune_for_analysis
 from vmshadow.stages.recommend import per_batch, run_recommend, scheduled
 
 RECENT_FLOWS = 100_000  # kept in memory for impact replay; older ones are in the store
@@ -102,6 +103,7 @@ class EmbeddedService:
 
     def run(self, stop: threading.Event) -> None:
         """Meter and analyse until `stop` is set; then stop the meters and store what is pending."""
+        tune_for_analysis()
         self._mirrored_at_start = self.mirror_counters()  # tc counters run since attach; report this run's share
         self.source.start()
         self.write_status()

@@ -28,6 +28,7 @@ from vmshadow.refinement.merge import keep_decision
 from vmshadow.refinement.pending import with_pending_conflicts
 from vmshadow.refinement.recommender import RecommendContext, recommender_types
 from vmshadow.stages.analyze import run_analyze
+from vmshadow.stages.collector import tune_for_analysis
 from vmshadow.stages.recommend import run_recommend
 
 Progress = Callable[[int], None]  # called with the number of flows metered so far
@@ -87,6 +88,7 @@ def _analyze(
     if store is not None:  # indicators imported into the store count too
         indicators = [*indicators, *store.indicators(at=now)]
     detectors = build_detectors(DetectorContext(indicators=tuple(indicators)))
+    tune_for_analysis()
     flows: list[Flow] = []
     findings: list[Finding] = []
     for flow, found in run_analyze(source, detectors):
