@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,58 @@ def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(t
             source.stop()
             with open_enforcer(tm) as enforcer:
                 enforcer.remove()
+
+
+def test_a_vmn_whose_interface_is_made_again_gets_its_mirror_back_and_stays_metered(tmp_path: Path) -> None:
+    with tagged_lab(tmp_path / "lab", letter="r") as lab:
+        vm1, vm2 = lab.vmns
+        source = LiveSource([metered(vm1), metered(vm2)], lab.vmn_map())
+        ports: dict[str, ShadowPort] = {p.vmn: p for p in find_attached() if p.vmn in (vm1.name, vm2.name)}
+        lab_dir = tmp_path / "lab"
+
+        def on_bridge() -> tuple[list[VMN], bool]:
+            state = Lab(lab.tag, state_dir=lab_dir).state()
+            assert state is not None
+            return [h.vmn() for h in state.vmns], state.both_directions
+
+        adoption = Adoption(
+            on_bridge=on_bridge,
+            attach=lambda vmns, both: [
+                (v, shadow_port.attach(v.name, v.interfaces[0], both_directions=both)) for v in vmns
+            ],
+            source=source,
+            ports=ports,
+            tmrset=lambda: TMRSet(vmns=(vm1.vmn(), vm2.vmn())),
+            set_tmrset=lambda t: None,
+            tm=None,
+        )
+        source.start()
+        try:
+            assert adoption() == []
+            old_index = ports[vm2.name].host_ifindex
+            # The VM restarts: its interface goes away and comes back as a new device with the same name, with
+            # no tc filters on it (Lab.up puts the mirror back itself, so the new device's clsact is removed).
+            subprocess.run(["ip", "link", "del", vm2.host_interface], check=True)
+            assert adoption() == [], "a VMN whose interface is missing has nothing to attach to"
+            Lab(lab.tag, state_dir=lab_dir).up(2, lab.bridge)
+            subprocess.run(["tc", "qdisc", "del", "dev", vm2.host_interface, "clsact"], check=True)
+            assert not [p for p in find_attached() if p.vmn == vm2.name and p.directions], "no mirror feeds vm2"
+
+            assert adoption() == [vm2.name], "re-attached"
+            assert adoption() == [], "once"
+            assert ports[vm2.name].host_ifindex not in (None, old_index)
+            (fed,) = [p for p in find_attached() if p.vmn == vm2.name]
+            assert fed.directions
+            assert fed.host_ifindex == ports[vm2.name].host_ifindex
+
+            seen: list[Flow] = []
+
+            def vm2_metered() -> bool:
+                send_udp(vm2.namespace, str(vm1.address.ip), range(40010, 40011))
+                seen.extend(itertools.islice(source.flows(timeout=0.2), 50))
+                return any(f.src_vmn == vm2.name for f in seen)
+
+            wait_for(vm2_metered, timeout_s=20, what="a flow from the restarted VMN through its old meter",
+                     detail=lambda: str(source.health))  # fmt: skip
+        finally:
+            source.stop()

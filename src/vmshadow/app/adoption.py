@@ -10,6 +10,10 @@ the next turn of the `capture.adopt` duty:
    (its bridge port, MACs and addresses), so a proposal naming it can be applied. No TMR changes; when no TMRSet is
    in force the kernel is left alone (nothing asked for enforcement).
 
+A VMN whose host-side interface was made again (a VM restarted: libvirt deletes its tap and makes a new one, often
+with the same name) has lost its mirror with the old interface; at the next turn the mirror is attached to the new
+interface. Its shadow port is named from the VMN, so it is the same port and its meter reads on.
+
 A VMN that goes away keeps its (now idle) shadow port until `vmshadow run --cleanup` or a restart.
 
 `FollowInForce` (duty `tm.follow`) keeps the service's TMRSet the one in force: an administrator applies and rolls
@@ -18,6 +22,7 @@ back proposals from other processes (CLI, API), and the recommenders must reason
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -29,6 +34,14 @@ from vmshadow.domain.vmn import VMN
 from vmshadow.flows.live import LiveSource, MeteredPort
 
 ADOPT_EVERY_S = 10.0
+
+
+def interface_index(name: str) -> int | None:
+    """The ifindex of an interface of this namespace now; None when there is none by that name."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
 
 
 def knowing(tmrset: TMRSet, vmns: Sequence[VMN]) -> TMRSet:
@@ -67,12 +80,17 @@ class Adoption:
     tmrset: Callable[[], TMRSet]
     set_tmrset: Callable[[TMRSet], None]
     tm: TMSettings | None  # None: no TM to teach (tests without a bridge table)
+    ifindex: Callable[[str], int | None] = interface_index
 
     def __call__(self) -> list[str]:
+        """The VMNs adopted or re-attached at this turn."""
         on_bridge, both = self.on_bridge()
+        remade = [v for v in on_bridge if v.name in self.ports and self._remade(v, self.ports[v.name])]
+        for vmn, port in self.attach(remade, both) if remade else []:
+            self.ports[vmn.name] = port  # the same shadow port, fed again: its meter reads on
         new = [v for v in on_bridge if v.name not in self.ports]
         if not new:
-            return []
+            return [v.name for v in remade]
         attached = self.attach(new, both)
         self.set_tmrset(knowing(self.tmrset(), [vmn for vmn, _ in attached]))
         vmn_map = self.tmrset().vmn_map
@@ -81,7 +99,15 @@ class Adoption:
             self.source.add_port(MeteredPort(vmn.name, port.reader_interface, port.shadow_interface), vmn_map)
         if self.tm is not None:
             teach_in_force(self.tm, [vmn for vmn, _ in attached])
-        return [vmn.name for vmn, _ in attached]
+        return [v.name for v in remade] + [vmn.name for vmn, _ in attached]
+
+    def _remade(self, vmn: VMN, port: ShadowPort) -> bool:
+        """Whether the VMN's host-side interface is another one than the one its mirror was attached to (one that
+        is missing now is not: there is nothing to attach to until it comes back)."""
+        if not vmn.interfaces:
+            return False
+        index = self.ifindex(vmn.interfaces[0])
+        return index is not None and (vmn.interfaces[0] != port.host_interface or index != port.host_ifindex)
 
 
 FOLLOW_EVERY_S = 5.0
