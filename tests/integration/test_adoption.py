@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,46 @@ def test_a_vmn_whose_interface_is_made_again_gets_its_mirror_back_and_stays_mete
                      detail=lambda: str(source.health))  # fmt: skip
         finally:
             source.stop()
+
+
+def test_a_vmn_on_an_interface_of_a_new_name_is_mirrored_and_managed_there(tmp_path: Path) -> None:
+    with tagged_lab(tmp_path / "lab", letter="n") as lab:
+        vm1, vm2 = lab.vmns
+        tm = TMSettings(db_url=f"sqlite:///{tmp_path / 'v.db'}", bridges=(lab.bridge,))
+        baseline = TMRSet(
+            tmrs=(TMR("allow-all", 1000, Endpoint.any(), Endpoint.any(), Action.ALLOW),), vmns=(vm1.vmn(), vm2.vmn())
+        )
+        first = apply_tmrset(tm, baseline, comment="baseline")
+        ports: dict[str, ShadowPort] = {p.vmn: p for p in find_attached() if p.vmn in (vm1.name, vm2.name)}
+        new_name = "vmsx" + vm2.host_interface[4:]  # a lab name too, so `lab down` patterns still cover it
+        held = {"tmrset": baseline}
+        adoption = Adoption(
+            on_bridge=lambda: ([vm1.vmn(), replace(vm2.vmn(), interfaces=(new_name,))], False),
+            attach=lambda vmns, both: [(v, shadow_port.attach(v.name, v.interfaces[0])) for v in vmns],
+            source=LiveSource([], lab.vmn_map()),
+            ports=ports,
+            tmrset=lambda: held["tmrset"],
+            set_tmrset=lambda t: held.update(tmrset=t),
+            tm=tm,
+        )
+        subprocess.run(["ip", "link", "set", "dev", vm2.host_interface, "name", new_name], check=True)
+        try:
+            assert adoption() == [vm2.name]
+            assert adoption() == [], "once"
+            assert ports[vm2.name].host_interface == new_name
+            (fed,) = [p for p in find_attached() if p.vmn == vm2.name]
+            assert fed.host_interface == new_name
+            assert fed.directions
+            assert next(v for v in held["tmrset"].vmns if v.name == vm2.name).interfaces == (new_name,)
+            with open_enforcer(tm) as enforcer:
+                current = enforcer.current()
+                listing = json.dumps(enforcer.listing())
+            assert current is not None
+            assert current.version == first.version + 1
+            assert next(v for v in current.tmrset.vmns if v.name == vm2.name).interfaces == (new_name,)
+            assert current.tmrset.tmrs == baseline.tmrs, "the same TMRs: only the VMN's port changed"
+            assert new_name in listing, "the bridge table manages the new port"
+        finally:
+            subprocess.run(["ip", "link", "set", "dev", new_name, "name", vm2.host_interface], check=False)
+            with open_enforcer(tm) as enforcer:
+                enforcer.remove()

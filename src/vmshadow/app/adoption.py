@@ -51,18 +51,33 @@ def knowing(tmrset: TMRSet, vmns: Sequence[VMN]) -> TMRSet:
     return replace(tmrset, vmns=tmrset.vmns + new) if new else tmrset
 
 
-def teach_in_force(settings: TMSettings, vmns: Sequence[VMN], at: datetime | None = None) -> ApplyResult | None:
-    """Put the TMRSet in force again knowing `vmns`, as a new version; None when no TMRSet is in force or it
-    knows them all already."""
+def on_interfaces(tmrset: TMRSet, vmns: Sequence[VMN]) -> TMRSet:
+    """`tmrset` with each of `vmns` it defines moved to the host-side interfaces the VMN has now (the rest of its
+    definition kept): the TM manages bridge ports by name, and a port it does not know is outside its rules."""
+    now = {v.name: v.interfaces for v in vmns if v.interfaces}
+    moved = tuple(replace(v, interfaces=now[v.name]) if now.get(v.name, v.interfaces) != v.interfaces else v
+                  for v in tmrset.vmns)  # fmt: skip
+    return replace(tmrset, vmns=moved) if moved != tmrset.vmns else tmrset
+
+
+def teach_in_force(
+    settings: TMSettings, vmns: Sequence[VMN], at: datetime | None = None, *, moved: Sequence[VMN] = ()
+) -> ApplyResult | None:
+    """Put the TMRSet in force again knowing `vmns`, and with the VMNs `moved` on their interfaces now, as a new
+    version; None when no TMRSet is in force or it has all that already."""
     with open_enforcer(settings) as enforcer:
         current = enforcer.current()
         if current is None:
             return None
-        wider = knowing(current.tmrset, vmns)
+        wider = on_interfaces(knowing(current.tmrset, vmns), moved)
         if wider is current.tmrset:
             return None
-        names = ", ".join(sorted({v.name for v in wider.vmns} - {v.name for v in current.tmrset.vmns}))
-        applied = enforcer.apply(wider, at or datetime.now(UTC), comment=f"VMNs came up: {names}")
+        before = {v.name: v for v in current.tmrset.vmns}
+        came_up = ", ".join(sorted(v.name for v in wider.vmns if v.name not in before))
+        on_new = ", ".join(sorted(v.name for v in wider.vmns if before.get(v.name, v) != v))
+        parts = (f"VMNs came up: {came_up}" if came_up else "", f"VMNs on new interfaces: {on_new}" if on_new else "")
+        comment = "; ".join(p for p in parts if p)
+        applied = enforcer.apply(wider, at or datetime.now(UTC), comment=comment)
         assert enforcer.last_report is not None
         return ApplyResult(applied.version, applied.applied_at, enforcer.last_report)
 
@@ -83,23 +98,36 @@ class Adoption:
     ifindex: Callable[[str], int | None] = interface_index
 
     def __call__(self) -> list[str]:
-        """The VMNs adopted or re-attached at this turn."""
+        """The VMNs re-attached or adopted at this turn."""
         on_bridge, both = self.on_bridge()
+        remade, renamed = self._reattach(on_bridge, both)
+        adopted = self._adopt([v for v in on_bridge if v.name not in self.ports], both)
+        if self.tm is not None and (adopted or renamed):
+            teach_in_force(self.tm, adopted, moved=renamed)
+        return [v.name for v in remade + adopted]
+
+    def _reattach(self, on_bridge: list[VMN], both: bool) -> tuple[list[VMN], list[VMN]]:
+        """Mirrors back on remade interfaces: (the VMNs re-attached, those of them on an interface of a new name)."""
         remade = [v for v in on_bridge if v.name in self.ports and self._remade(v, self.ports[v.name])]
-        for vmn, port in self.attach(remade, both) if remade else []:
+        if not remade:
+            return [], []
+        renamed = [v for v in remade if v.interfaces[0] != self.ports[v.name].host_interface]
+        for vmn, port in self.attach(remade, both):
             self.ports[vmn.name] = port  # the same shadow port, fed again: its meter reads on
-        new = [v for v in on_bridge if v.name not in self.ports]
+        if renamed:  # the TM manages bridge ports by name: a port it does not know is outside its rules
+            self.set_tmrset(on_interfaces(self.tmrset(), renamed))
+        return remade, renamed
+
+    def _adopt(self, new: list[VMN], both: bool) -> list[VMN]:
         if not new:
-            return [v.name for v in remade]
+            return []
         attached = self.attach(new, both)
         self.set_tmrset(knowing(self.tmrset(), [vmn for vmn, _ in attached]))
         vmn_map = self.tmrset().vmn_map
         for vmn, port in attached:
             self.ports[vmn.name] = port
             self.source.add_port(MeteredPort(vmn.name, port.reader_interface, port.shadow_interface), vmn_map)
-        if self.tm is not None:
-            teach_in_force(self.tm, [vmn for vmn, _ in attached])
-        return [v.name for v in remade] + [vmn.name for vmn, _ in attached]
+        return [vmn for vmn, _ in attached]
 
     def _remade(self, vmn: VMN, port: ShadowPort) -> bool:
         """Whether the VMN's host-side interface is another one than the one its mirror was attached to (one that
