@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.datadir import shared_data
+from tests.httpserve import serving
 from tests.unit.intel.test_refresh import Clock
 from vmshadow.adapters.sql import SqlStore, open_store
 from vmshadow.analysis.registry import build_detectors
@@ -62,16 +62,9 @@ def write_manifest(root: Path, events: dict[str, int]) -> None:
 
 @pytest.fixture
 def feed_url(feed_dir: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(feed_dir)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     Quiet.requested = []
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(feed_dir)))) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture

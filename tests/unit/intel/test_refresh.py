@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +12,7 @@ from typing import ClassVar
 import pytest
 
 from tests.factories import make_flow
+from tests.httpserve import serving
 from vmshadow.adapters.sql import SqlStore, open_store
 from vmshadow.analysis.registry import build_detectors
 from vmshadow.app.intel_refresh import FeedFetching, IntelRefresh, intel_duties
@@ -147,16 +147,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def feed_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     Served.body, Served.status, Served.requests = b"", 200, []
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/list.txt"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _Handler)) as port:
+        yield f"http://127.0.0.1:{port}/list.txt"
 
 
 def test_a_feed_url_is_stored_and_not_read_again_while_unchanged(store: SqlStore, feed_url: str) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 
 import pytest
 
+from tests.httpserve import serving
 from vmshadow.lab.scenarios.servers import _Handler, _NamespaceHTTPServer
 
 UPLOAD_BYTES = 300_000  # several of the sink's 64 KiB reads, and more than socket buffers hold
@@ -16,15 +16,8 @@ UPLOAD_BYTES = 300_000  # several of the sink's 64 KiB reads, and more than sock
 
 @pytest.fixture
 def sink() -> Iterator[str]:
-    server = _NamespaceHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/drop"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(_NamespaceHTTPServer(("127.0.0.1", 0), _Handler)) as port:
+        yield f"http://127.0.0.1:{port}/drop"
 
 
 def uploaded(argv: list[str]) -> tuple[int, str]:
