@@ -55,8 +55,9 @@ def on_interfaces(tmrset: TMRSet, vmns: Sequence[VMN]) -> TMRSet:
     """`tmrset` with each of `vmns` it defines moved to the host-side interfaces the VMN has now (the rest of its
     definition kept): the TM manages bridge ports by name, and a port it does not know is outside its rules."""
     now = {v.name: v.interfaces for v in vmns if v.interfaces}
-    moved = tuple(replace(v, interfaces=now[v.name]) if now.get(v.name, v.interfaces) != v.interfaces else v
-                  for v in tmrset.vmns)  # fmt: skip
+    moved = tuple(
+        replace(v, interfaces=now[v.name]) if v.name in now and now[v.name] != v.interfaces else v for v in tmrset.vmns
+    )
     return replace(tmrset, vmns=moved) if moved != tmrset.vmns else tmrset
 
 
