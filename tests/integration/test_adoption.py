@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,8 +21,41 @@ from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
 from vmshadow.domain.vmn import VMN
 from vmshadow.flows.live import LiveSource
 from vmshadow.lab import Lab
+from vmshadow.lab.state import LabHost, LabState
 
 pytestmark = pytest.mark.slow
+
+
+def adoption_of(
+    lab: LabState,
+    lab_dir: Path,
+    source: LiveSource,
+    held: dict[str, TMRSet],
+    tm: TMSettings | None,
+    *,
+    on_bridge: Callable[[], tuple[list[VMN], bool]] | None = None,
+) -> tuple[Adoption, dict[str, ShadowPort]]:
+    """The `capture.adopt` duty over the lab as its state file lists it (or `on_bridge`), with the shadow ports
+    attached now; `held["tmrset"]` stands for the service's TMRSet."""
+    ports = {p.vmn: p for p in find_attached() if p.vmn in {h.name for h in lab.vmns}}
+
+    def recorded() -> tuple[list[VMN], bool]:
+        state = Lab(lab.tag, state_dir=lab_dir).state()
+        assert state is not None
+        return [h.vmn() for h in state.vmns], state.both_directions
+
+    adoption = Adoption(
+        on_bridge=on_bridge or recorded,
+        attach=lambda vmns, both: [
+            (v, shadow_port.attach(v.name, v.interfaces[0], both_directions=both)) for v in vmns
+        ],
+        source=source,
+        ports=ports,
+        tmrset=lambda: held["tmrset"],
+        set_tmrset=lambda t: held.update(tmrset=t),
+        tm=tm,
+    )
+    return adoption, ports
 
 
 def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(tmp_path: Path) -> None:
@@ -34,26 +68,9 @@ def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(t
         )
         first = apply_tmrset(tm, baseline, comment="baseline")
         source = LiveSource([metered(vm1), metered(vm2)], lab.vmn_map())
-        ports: dict[str, ShadowPort] = {p.vmn: p for p in find_attached() if p.vmn in (vm1.name, vm2.name)}
         held = {"tmrset": baseline}
         lab_dir = tmp_path / "lab"
-
-        def on_bridge() -> tuple[list[VMN], bool]:
-            state = Lab(lab.tag, state_dir=lab_dir).state()
-            assert state is not None
-            return [h.vmn() for h in state.vmns], state.both_directions
-
-        adoption = Adoption(
-            on_bridge=on_bridge,
-            attach=lambda vmns, both: [
-                (v, shadow_port.attach(v.name, v.interfaces[0], both_directions=both)) for v in vmns
-            ],
-            source=source,
-            ports=ports,
-            tmrset=lambda: held["tmrset"],
-            set_tmrset=lambda t: held.update(tmrset=t),
-            tm=tm,
-        )
+        adoption, ports = adoption_of(lab, lab_dir, source, held, tm)
         source.start()
         try:
             assert adoption() == [], "nothing new on the bridge"
@@ -97,25 +114,8 @@ def test_a_vmn_whose_interface_is_made_again_gets_its_mirror_back_and_stays_mete
     with tagged_lab(tmp_path / "lab", letter="r") as lab:
         vm1, vm2 = lab.vmns
         source = LiveSource([metered(vm1), metered(vm2)], lab.vmn_map())
-        ports: dict[str, ShadowPort] = {p.vmn: p for p in find_attached() if p.vmn in (vm1.name, vm2.name)}
         lab_dir = tmp_path / "lab"
-
-        def on_bridge() -> tuple[list[VMN], bool]:
-            state = Lab(lab.tag, state_dir=lab_dir).state()
-            assert state is not None
-            return [h.vmn() for h in state.vmns], state.both_directions
-
-        adoption = Adoption(
-            on_bridge=on_bridge,
-            attach=lambda vmns, both: [
-                (v, shadow_port.attach(v.name, v.interfaces[0], both_directions=both)) for v in vmns
-            ],
-            source=source,
-            ports=ports,
-            tmrset=lambda: TMRSet(vmns=(vm1.vmn(), vm2.vmn())),
-            set_tmrset=lambda t: None,
-            tm=None,
-        )
+        adoption, ports = adoption_of(lab, lab_dir, source, {"tmrset": TMRSet(vmns=(vm1.vmn(), vm2.vmn()))}, None)
         source.start()
         try:
             assert adoption() == []
@@ -156,18 +156,12 @@ def test_a_vmn_on_an_interface_of_a_new_name_is_mirrored_and_managed_there(tmp_p
             tmrs=(TMR("allow-all", 1000, Endpoint.any(), Endpoint.any(), Action.ALLOW),), vmns=(vm1.vmn(), vm2.vmn())
         )
         first = apply_tmrset(tm, baseline, comment="baseline")
-        ports: dict[str, ShadowPort] = {p.vmn: p for p in find_attached() if p.vmn in (vm1.name, vm2.name)}
         new_name = "vmsx" + vm2.host_interface[4:]  # a lab name too, so `lab down` patterns still cover it
         held = {"tmrset": baseline}
-        adoption = Adoption(
+        adoption, ports = adoption_of(
+            lab, tmp_path / "lab", LiveSource([], lab.vmn_map()), held, tm,
             on_bridge=lambda: ([vm1.vmn(), replace(vm2.vmn(), interfaces=(new_name,))], False),
-            attach=lambda vmns, both: [(v, shadow_port.attach(v.name, v.interfaces[0])) for v in vmns],
-            source=LiveSource([], lab.vmn_map()),
-            ports=ports,
-            tmrset=lambda: held["tmrset"],
-            set_tmrset=lambda t: held.update(tmrset=t),
-            tm=tm,
-        )
+        )  # fmt: skip
         subprocess.run(["ip", "link", "set", "dev", vm2.host_interface, "name", new_name], check=True)
         try:
             assert adoption() == [vm2.name]
@@ -189,3 +183,46 @@ def test_a_vmn_on_an_interface_of_a_new_name_is_mirrored_and_managed_there(tmp_p
             subprocess.run(["ip", "link", "set", "dev", new_name, "name", vm2.host_interface], check=False)
             with open_enforcer(tm) as enforcer:
                 enforcer.remove()
+
+
+def test_a_vmn_gone_for_its_grace_is_retired_and_adopted_afresh_when_it_comes_back(tmp_path: Path) -> None:
+    with tagged_lab(tmp_path / "lab", letter="g") as lab:
+        vm1, vm2 = lab.vmns
+        source = LiveSource([metered(vm1), metered(vm2)], lab.vmn_map())
+        lab_dir = tmp_path / "lab"
+        adoption, ports = adoption_of(lab, lab_dir, source, {"tmrset": TMRSet(vmns=(vm1.vmn(), vm2.vmn()))}, None)
+        adoption.gone_after_s = 0.0
+        source.start()
+        try:
+            seen: list[Flow] = []
+
+            def metered_from(host: LabHost) -> Callable[[], bool]:
+                def sent_and_seen() -> bool:
+                    peer = vm1 if host is vm2 else vm2
+                    send_udp(host.namespace, str(peer.address.ip), range(40020, 40021))
+                    seen.extend(itertools.islice(source.flows(timeout=0.2), 50))
+                    return any(f.src_vmn == host.name for f in seen)
+
+                return sent_and_seen
+
+            wait_for(metered_from(vm2), timeout_s=20, what="vm2 metered", detail=lambda: str(source.health))
+            subprocess.run(["ip", "link", "del", vm2.host_interface], check=True)  # the VM is gone
+
+            def retired() -> bool:
+                assert adoption() == [], "a gone VMN is neither re-attached nor adopted"
+                return vm2.name in adoption.retired
+
+            wait_for(retired, timeout_s=20, what="vm2 retired", detail=lambda: str(adoption.retiring))
+            assert vm2.name not in ports
+            assert [p.reader for p in source.ports] == [metered(vm1).reader]
+            assert set(source.health) == {metered(vm1).reader}
+            assert not [p for p in find_attached() if p.vmn == vm2.name], "its shadow port is removed"
+            seen.clear()
+            wait_for(metered_from(vm1), timeout_s=20, what="vm1 still metered", detail=lambda: str(source.health))
+
+            Lab(lab.tag, state_dir=lab_dir).up(2, lab.bridge)  # the VM comes back
+            assert adoption() == [vm2.name], "adopted afresh"
+            seen.clear()
+            wait_for(metered_from(vm2), timeout_s=20, what="vm2 metered again", detail=lambda: str(source.health))
+        finally:
+            source.stop()

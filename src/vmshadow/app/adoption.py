@@ -14,7 +14,10 @@ A VMN whose host-side interface was made again (a VM restarted: libvirt deletes 
 with the same name) has lost its mirror with the old interface; at the next turn the mirror is attached to the new
 interface. Its shadow port is named from the VMN, so it is the same port and its meter reads on.
 
-A VMN that goes away keeps its (now idle) shadow port until `vmshadow run --cleanup` or a restart.
+A VMN that is gone (no longer on the bridge, or its host-side interface missing) for `GONE_AFTER_S` is retired: its
+meter stops (at its next flow: within ~2.5 s), then at a later turn the port is forgotten (no health, no
+heartbeats) and its shadow port removed. The grace keeps a restarting VM (back within a minute) on its meter. A
+VMN that comes back after that is adopted afresh.
 
 `FollowInForce` (duty `tm.follow`) keeps the service's TMRSet the one in force: an administrator applies and rolls
 back proposals from other processes (CLI, API), and the recommenders must reason about what is enforced now.
@@ -23,17 +26,21 @@ back proposals from other processes (CLI, API), and the recommenders must reason
 from __future__ import annotations
 
 import socket
+import time
+from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from vmshadow.app.tm import ApplyResult, TMSettings, open_enforcer
+from vmshadow.capture import shadow_port
 from vmshadow.capture.shadow_port import ShadowPort
 from vmshadow.domain.tmr import TMRSet
 from vmshadow.domain.vmn import VMN
 from vmshadow.flows.live import LiveSource, MeteredPort
 
 ADOPT_EVERY_S = 10.0
+GONE_AFTER_S = 60.0  # a VMN missing this long is retired; a restarting VM is back well within it
 
 
 def interface_index(name: str) -> int | None:
@@ -96,16 +103,42 @@ class Adoption:
     tmrset: Callable[[], TMRSet]
     set_tmrset: Callable[[TMRSet], None]
     tm: TMSettings | None  # None: no TM to teach (tests without a bridge table)
+    detach: Callable[[ShadowPort], object] = shadow_port.detach  # removes a retired VMN's shadow port
     ifindex: Callable[[str], int | None] = interface_index
+    gone_after_s: float = GONE_AFTER_S
+    clock: Callable[[], float] = time.monotonic
+    missing_since: dict[str, float] = field(default_factory=dict)  # VMN -> when it was first seen gone
+    retiring: dict[str, ShadowPort] = field(default_factory=dict)  # VMNs whose meter was asked to stop
+    retired: deque[str] = field(default_factory=lambda: deque(maxlen=1000))  # the latest retired (port removed)
 
     def __call__(self) -> list[str]:
-        """The VMNs re-attached or adopted at this turn."""
-        on_bridge, both = self.on_bridge()
+        """The VMNs re-attached or adopted at this turn (the retired ones are in `retired`)."""
+        listed, both = self.on_bridge()
+        # a VMN listed without its interface (a lab VMN whose VM is down) has nothing to attach to
+        on_bridge = [v for v in listed if v.interfaces and self.ifindex(v.interfaces[0]) is not None]
+        self._retire_gone({v.name for v in on_bridge})
         remade, renamed = self._reattach(on_bridge, both)
-        adopted = self._adopt([v for v in on_bridge if v.name not in self.ports], both)
+        adopted = self._adopt([v for v in on_bridge if v.name not in self.ports and v.name not in self.retiring], both)
         if self.tm is not None and (adopted or renamed):
             teach_in_force(self.tm, adopted, moved=renamed)
         return [v.name for v in remade + adopted]
+
+    def _retire_gone(self, present: set[str]) -> None:
+        now = self.clock()
+        for name in [n for n in self.ports if n not in present]:
+            since = self.missing_since.setdefault(name, now)
+            if now - since >= self.gone_after_s:
+                del self.missing_since[name]
+                port = self.ports.pop(name)  # the service's health stops reading its mirror counters
+                self.source.retire_port(port.reader_interface)
+                self.retiring[name] = port
+        for name in present:
+            self.missing_since.pop(name, None)
+        for name, port in list(self.retiring.items()):
+            if self.source.forget_port(port.reader_interface):  # its meter has stopped
+                self.detach(port)
+                del self.retiring[name]
+                self.retired.append(name)
 
     def _reattach(self, on_bridge: list[VMN], both: bool) -> tuple[list[VMN], list[VMN]]:
         """Mirrors back on remade interfaces: (the VMNs re-attached, those of them on an interface of a new name)."""
@@ -131,12 +164,8 @@ class Adoption:
         return [vmn for vmn, _ in attached]
 
     def _remade(self, vmn: VMN, port: ShadowPort) -> bool:
-        """Whether the VMN's host-side interface is another one than the one its mirror was attached to (one that
-        is missing now is not: there is nothing to attach to until it comes back)."""
-        if not vmn.interfaces:
-            return False
-        index = self.ifindex(vmn.interfaces[0])
-        return index is not None and (vmn.interfaces[0] != port.host_interface or index != port.host_ifindex)
+        """Whether the VMN's host-side interface (present) is another one than the one its mirror was attached to."""
+        return vmn.interfaces[0] != port.host_interface or self.ifindex(vmn.interfaces[0]) != port.host_ifindex
 
 
 FOLLOW_EVERY_S = 5.0

@@ -148,8 +148,10 @@ def _meter_port(
     counters: Any,
     errors: Any,
     stop: MpEvent,
+    retire: MpEvent,
 ) -> None:
-    """Body of one meter process: read a shadow port, send flows to `out` until `stop`."""
+    """Body of one meter process: read a shadow port, send flows to `out` until `stop` (every meter) or `retire`
+    (this one)."""
     os.setpgrp()  # its own process group, so a stuck meter can be killed with nfstream's capture process
     _yield_cpu()
     nfstream.streamer.RepeatedTimer = _MeterStatsProbe
@@ -173,7 +175,7 @@ def _meter_port(
                 counters[_SOCKET_DROPPED] = sum(int(m[0].value) for m in performances)
                 counters[_PROCESSED] = sum(int(m[1].value) for m in performances)
                 counters[_IGNORED] = sum(int(m[2].value) for m in performances)
-            if stop.is_set():
+            if stop.is_set() or retire.is_set():
                 break
             if nf.src_mac == own_mac:
                 continue
@@ -203,7 +205,8 @@ class LiveSource:
     _errors: Any = field(init=False, repr=False)
     _stop: MpEvent = field(init=False, repr=False)
     _counters: dict[str, Any] = field(init=False, repr=False)
-    _procs: list[Any] = field(init=False, repr=False)
+    _procs: dict[str, Any] = field(init=False, repr=False)  # reader -> its meter process
+    _retire: dict[str, MpEvent] = field(init=False, repr=False)  # reader -> the flag that stops its meter alone
     _beat: threading.Thread | None = field(init=False, repr=False, default=None)
     _beat_stop: threading.Event = field(init=False, repr=False, default_factory=threading.Event)
     _error_text: dict[str, str] = field(init=False, repr=False)
@@ -216,7 +219,8 @@ class LiveSource:
         self._stop = self._ctx.Event()
         self._counters = {p.reader: self._ctx.Array("q", 5, lock=False) for p in self.ports}
         self._beats = {p.reader: 0 for p in self.ports}
-        self._procs = []
+        self._procs = {}
+        self._retire = {}
         self._error_text = {}
 
     @property
@@ -229,10 +233,12 @@ class LiveSource:
             self._error_text[reader] = text
         out = {}
         for p in self.ports:
-            c = self._counters[p.reader]
+            c = self._counters.get(p.reader)
+            if c is None:  # forgotten meanwhile (`forget_port`)
+                continue
             out[p.reader] = PortHealth(
                 p.vmn, p.reader, processed=c[_PROCESSED], ignored=c[_IGNORED], socket_dropped=c[_SOCKET_DROPPED],
-                queue_dropped=c[_QUEUE_DROPPED], flows=c[_FLOWS], heartbeats=self._beats[p.reader],
+                queue_dropped=c[_QUEUE_DROPPED], flows=c[_FLOWS], heartbeats=self._beats.get(p.reader, 0),
                 error=self._error_text.get(p.reader, ""),
             )  # fmt: skip
         return out
@@ -265,14 +271,38 @@ class LiveSource:
     def _start_meter(self, p: MeteredPort) -> None:
         args = (p, self.vmn_map, self.snapshot_length, self.socket_buffer_size, self._queue,
                 self._counters[p.reader], self._errors)  # fmt: skip
-        proc = self._ctx.Process(target=_meter_port, args=(*args, self._stop), name=f"meter-{p.reader}")
+        self._retire[p.reader] = self._ctx.Event()
+        proc = self._ctx.Process(
+            target=_meter_port, args=(*args, self._stop, self._retire[p.reader]), name=f"meter-{p.reader}"
+        )
         proc.start()
-        self._procs.append(proc)
+        self._procs[p.reader] = proc
+
+    def retire_port(self, reader: str) -> None:
+        """Ask one port's meter to stop (a VMN that went away); it does at its next flow, a heartbeat's at the
+        latest (~2.5 s). Its flows still open are lost, as at `stop`. `forget_port` then drops the port."""
+        flag = self._retire.get(reader)
+        if flag is not None:
+            flag.set()
+
+    def forget_port(self, reader: str) -> bool:
+        """Drop a retired port (no more heartbeats, no health) once its meter has stopped; False while it runs.
+        The meter is never killed: it may hold the flow queue's lock, which every other meter needs."""
+        proc = self._procs.get(reader)
+        if proc is not None and proc.is_alive():
+            return False
+        if proc is not None:
+            proc.join(timeout=0)
+        self.ports = [p for p in self.ports if p.reader != reader]  # one assignment, as in `add_port`
+        for table in (self._procs, self._retire, self._counters, self._beats):
+            table.pop(reader, None)
+        return True
 
     def stop(self) -> None:
         """Stop metering. Flows still open inside the meters are lost (nfstream cannot flush them)."""
         self._stop.set()
-        for proc in self._procs:  # each meter sees the flag at its next flow (heartbeats expire every ~2 s)
+        # each meter sees the flag at its next flow (heartbeats expire every ~2 s)
+        for proc in list(self._procs.values()):
             proc.join(timeout=IDLE_TIMEOUT_S + 3)
             if proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):
@@ -303,4 +333,5 @@ class LiveSource:
                 ):
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
                     send_heartbeat(sock, port.sender)
-                    self._beats[port.reader] += 1
+                    if port.reader in self._beats:  # not forgotten meanwhile (`forget_port`)
+                        self._beats[port.reader] = self._beats.get(port.reader, 0) + 1
