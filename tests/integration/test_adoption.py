@@ -21,6 +21,7 @@ from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
 from vmshadow.domain.vmn import VMN
 from vmshadow.flows.live import LiveSource
 from vmshadow.lab import Lab
+from vmshadow.lab.scenarios import outside_host
 from vmshadow.lab.state import LabHost, LabState
 
 pytestmark = pytest.mark.slow
@@ -56,6 +57,18 @@ def adoption_of(
         tm=tm,
     )
     return adoption, ports
+
+
+def wait_metered(source: LiveSource, host: LabHost, to: LabHost, what: str) -> None:
+    """Send datagrams from `host` to `to` until `source` yields a flow from `host` (at most 20 s)."""
+    seen: list[Flow] = []
+
+    def sent_and_seen() -> bool:
+        send_udp(host.namespace, str(to.address.ip), range(40000, 40001))
+        seen.extend(itertools.islice(source.flows(timeout=0.2), 50))  # ends after 0.2 s without one
+        return any(f.src_vmn == host.name for f in seen)
+
+    wait_for(sent_and_seen, timeout_s=20, what=what, detail=lambda: str(source.health))
 
 
 def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(tmp_path: Path) -> None:
@@ -95,15 +108,7 @@ def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(t
             assert follow() == applied.version
             assert "deny-vm3" in {t.id for t in held["tmrset"].tmrs}, "the service reasons about what is in force"
 
-            seen: list[Flow] = []
-
-            def vm3_metered() -> bool:
-                send_udp(vm3.namespace, str(vm1.address.ip), range(40000, 40001))
-                seen.extend(itertools.islice(source.flows(timeout=0.2), 50))  # ends after 0.2 s without one
-                return any(f.src_vmn == vm3.name for f in seen)
-
-            wait_for(vm3_metered, timeout_s=20, what="a flow from the adopted VMN's meter",
-                     detail=lambda: str(source.health))  # fmt: skip
+            wait_metered(source, vm3, vm1, "a flow from the adopted VMN's meter")
         finally:
             source.stop()
             with open_enforcer(tm) as enforcer:
@@ -135,15 +140,7 @@ def test_a_vmn_whose_interface_is_made_again_gets_its_mirror_back_and_stays_mete
             assert fed.directions
             assert fed.host_ifindex == ports[vm2.name].host_ifindex
 
-            seen: list[Flow] = []
-
-            def vm2_metered() -> bool:
-                send_udp(vm2.namespace, str(vm1.address.ip), range(40010, 40011))
-                seen.extend(itertools.islice(source.flows(timeout=0.2), 50))
-                return any(f.src_vmn == vm2.name for f in seen)
-
-            wait_for(vm2_metered, timeout_s=20, what="a flow from the restarted VMN through its old meter",
-                     detail=lambda: str(source.health))  # fmt: skip
+            wait_metered(source, vm2, vm1, "a flow from the restarted VMN through its old meter")
         finally:
             source.stop()
 
@@ -194,18 +191,7 @@ def test_a_vmn_gone_for_its_grace_is_retired_and_adopted_afresh_when_it_comes_ba
         adoption.gone_after_s = 0.0
         source.start()
         try:
-            seen: list[Flow] = []
-
-            def metered_from(host: LabHost) -> Callable[[], bool]:
-                def sent_and_seen() -> bool:
-                    peer = vm1 if host is vm2 else vm2
-                    send_udp(host.namespace, str(peer.address.ip), range(40020, 40021))
-                    seen.extend(itertools.islice(source.flows(timeout=0.2), 50))
-                    return any(f.src_vmn == host.name for f in seen)
-
-                return sent_and_seen
-
-            wait_for(metered_from(vm2), timeout_s=20, what="vm2 metered", detail=lambda: str(source.health))
+            wait_metered(source, vm2, vm1, "vm2 metered")
             subprocess.run(["ip", "link", "del", vm2.host_interface], check=True)  # the VM is gone
 
             def retired() -> bool:
@@ -217,12 +203,10 @@ def test_a_vmn_gone_for_its_grace_is_retired_and_adopted_afresh_when_it_comes_ba
             assert [p.reader for p in source.ports] == [metered(vm1).reader]
             assert set(source.health) == {metered(vm1).reader}
             assert not [p for p in find_attached() if p.vmn == vm2.name], "its shadow port is removed"
-            seen.clear()
-            wait_for(metered_from(vm1), timeout_s=20, what="vm1 still metered", detail=lambda: str(source.health))
+            wait_metered(source, vm1, outside_host(lab, "dns"), "vm1 still metered")  # vm2 has no address now
 
             Lab(lab.tag, state_dir=lab_dir).up(2, lab.bridge)  # the VM comes back
             assert adoption() == [vm2.name], "adopted afresh"
-            seen.clear()
-            wait_for(metered_from(vm2), timeout_s=20, what="vm2 metered again", detail=lambda: str(source.health))
+            wait_metered(source, vm2, vm1, "vm2 metered again")
         finally:
             source.stop()
