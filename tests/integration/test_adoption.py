@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,6 +72,21 @@ def wait_metered(source: LiveSource, host: LabHost, to: LabHost, what: str) -> N
     wait_for(sent_and_seen, timeout_s=20, what=what, detail=lambda: str(source.health))
 
 
+@contextmanager
+def watched_pair(tmp_path: Path, letter: str) -> Iterator[tuple[LabState, Adoption, dict[str, ShadowPort], LiveSource]]:
+    """A two-VMN lab, both metered (started), and the adoption duty over it (no TM)."""
+    with tagged_lab(tmp_path / "lab", letter=letter) as lab:
+        vm1, vm2 = lab.vmns
+        source = LiveSource([metered(vm1), metered(vm2)], lab.vmn_map())
+        held = {"tmrset": TMRSet(vmns=(vm1.vmn(), vm2.vmn()))}
+        adoption, ports = adoption_of(lab, tmp_path / "lab", source, held, None)
+        source.start()
+        try:
+            yield lab, adoption, ports, source
+        finally:
+            source.stop()
+
+
 def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(tmp_path: Path) -> None:
     with tagged_lab(tmp_path / "lab", letter="a") as lab:
         vm1, vm2 = lab.vmns
@@ -116,33 +132,26 @@ def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(t
 
 
 def test_a_vmn_whose_interface_is_made_again_gets_its_mirror_back_and_stays_metered(tmp_path: Path) -> None:
-    with tagged_lab(tmp_path / "lab", letter="r") as lab:
+    with watched_pair(tmp_path, "r") as (lab, adoption, ports, source):
         vm1, vm2 = lab.vmns
-        source = LiveSource([metered(vm1), metered(vm2)], lab.vmn_map())
-        lab_dir = tmp_path / "lab"
-        adoption, ports = adoption_of(lab, lab_dir, source, {"tmrset": TMRSet(vmns=(vm1.vmn(), vm2.vmn()))}, None)
-        source.start()
-        try:
-            assert adoption() == []
-            old_index = ports[vm2.name].host_ifindex
-            # The VM restarts: its interface goes away and comes back as a new device with the same name, with
-            # no tc filters on it (Lab.up puts the mirror back itself, so the new device's clsact is removed).
-            subprocess.run(["ip", "link", "del", vm2.host_interface], check=True)
-            assert adoption() == [], "a VMN whose interface is missing has nothing to attach to"
-            Lab(lab.tag, state_dir=lab_dir).up(2, lab.bridge)
-            subprocess.run(["tc", "qdisc", "del", "dev", vm2.host_interface, "clsact"], check=True)
-            assert not [p for p in find_attached() if p.vmn == vm2.name and p.directions], "no mirror feeds vm2"
+        assert adoption() == []
+        old_index = ports[vm2.name].host_ifindex
+        # The VM restarts: its interface goes away and comes back as a new device with the same name, with no tc
+        # filters on it (Lab.up puts the mirror back itself, so the new device's clsact is removed).
+        subprocess.run(["ip", "link", "del", vm2.host_interface], check=True)
+        assert adoption() == [], "a VMN whose interface is missing has nothing to attach to"
+        Lab(lab.tag, state_dir=tmp_path / "lab").up(2, lab.bridge)
+        subprocess.run(["tc", "qdisc", "del", "dev", vm2.host_interface, "clsact"], check=True)
+        assert not [p for p in find_attached() if p.vmn == vm2.name and p.directions], "no mirror feeds vm2"
 
-            assert adoption() == [vm2.name], "re-attached"
-            assert adoption() == [], "once"
-            assert ports[vm2.name].host_ifindex not in (None, old_index)
-            (fed,) = [p for p in find_attached() if p.vmn == vm2.name]
-            assert fed.directions
-            assert fed.host_ifindex == ports[vm2.name].host_ifindex
+        assert adoption() == [vm2.name], "re-attached"
+        assert adoption() == [], "once"
+        assert ports[vm2.name].host_ifindex not in (None, old_index)
+        (fed,) = [p for p in find_attached() if p.vmn == vm2.name]
+        assert fed.directions
+        assert fed.host_ifindex == ports[vm2.name].host_ifindex
 
-            wait_metered(source, vm2, vm1, "a flow from the restarted VMN through its old meter")
-        finally:
-            source.stop()
+        wait_metered(source, vm2, vm1, "a flow from the restarted VMN through its old meter")
 
 
 def test_a_vmn_on_an_interface_of_a_new_name_is_mirrored_and_managed_there(tmp_path: Path) -> None:
@@ -183,30 +192,23 @@ def test_a_vmn_on_an_interface_of_a_new_name_is_mirrored_and_managed_there(tmp_p
 
 
 def test_a_vmn_gone_for_its_grace_is_retired_and_adopted_afresh_when_it_comes_back(tmp_path: Path) -> None:
-    with tagged_lab(tmp_path / "lab", letter="g") as lab:
+    with watched_pair(tmp_path, "g") as (lab, adoption, ports, source):
         vm1, vm2 = lab.vmns
-        source = LiveSource([metered(vm1), metered(vm2)], lab.vmn_map())
-        lab_dir = tmp_path / "lab"
-        adoption, ports = adoption_of(lab, lab_dir, source, {"tmrset": TMRSet(vmns=(vm1.vmn(), vm2.vmn()))}, None)
         adoption.gone_after_s = 0.0
-        source.start()
-        try:
-            wait_metered(source, vm2, vm1, "vm2 metered")
-            subprocess.run(["ip", "link", "del", vm2.host_interface], check=True)  # the VM is gone
+        wait_metered(source, vm2, vm1, "vm2 metered")
+        subprocess.run(["ip", "link", "del", vm2.host_interface], check=True)  # the VM is gone
 
-            def retired() -> bool:
-                assert adoption() == [], "a gone VMN is neither re-attached nor adopted"
-                return vm2.name in adoption.retired
+        def retired() -> bool:
+            assert adoption() == [], "a gone VMN is neither re-attached nor adopted"
+            return vm2.name in adoption.retired
 
-            wait_for(retired, timeout_s=20, what="vm2 retired", detail=lambda: str(adoption.retiring))
-            assert vm2.name not in ports
-            assert [p.reader for p in source.ports] == [metered(vm1).reader]
-            assert set(source.health) == {metered(vm1).reader}
-            assert not [p for p in find_attached() if p.vmn == vm2.name], "its shadow port is removed"
-            wait_metered(source, vm1, outside_host(lab, "dns"), "vm1 still metered")  # vm2 has no address now
+        wait_for(retired, timeout_s=20, what="vm2 retired", detail=lambda: str(adoption.retiring))
+        assert vm2.name not in ports
+        assert [p.reader for p in source.ports] == [metered(vm1).reader]
+        assert set(source.health) == {metered(vm1).reader}
+        assert not [p for p in find_attached() if p.vmn == vm2.name], "its shadow port is removed"
+        wait_metered(source, vm1, outside_host(lab, "dns"), "vm1 still metered")  # vm2 has no address now
 
-            Lab(lab.tag, state_dir=lab_dir).up(2, lab.bridge)  # the VM comes back
-            assert adoption() == [vm2.name], "adopted afresh"
-            wait_metered(source, vm2, vm1, "vm2 metered again")
-        finally:
-            source.stop()
+        Lab(lab.tag, state_dir=tmp_path / "lab").up(2, lab.bridge)  # the VM comes back
+        assert adoption() == [vm2.name], "adopted afresh"
+        wait_metered(source, vm2, vm1, "vm2 metered again")
