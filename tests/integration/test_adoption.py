@@ -60,14 +60,15 @@ def adoption_of(
     return adoption, ports
 
 
-def wait_metered(source: LiveSource, host: LabHost, to: LabHost, what: str) -> None:
-    """Send datagrams from `host` to `to` until `source` yields a flow from `host` (at most 20 s)."""
+def wait_metered(source: LiveSource, host: LabHost, to: LabHost, what: str, *, naming_to: bool = False) -> None:
+    """Send datagrams from `host` to `to` until `source` yields a flow from `host` (and, `naming_to`, naming `to`
+    as its destination VMN), at most 20 s."""
     seen: list[Flow] = []
 
     def sent_and_seen() -> bool:
         send_udp(host.namespace, str(to.address.ip), range(40000, 40001))
         seen.extend(itertools.islice(source.flows(timeout=0.2), 50))  # ends after 0.2 s without one
-        return any(f.src_vmn == host.name for f in seen)
+        return any(f.src_vmn == host.name and (not naming_to or f.dst_vmn == to.name) for f in seen)
 
     wait_for(sent_and_seen, timeout_s=20, what=what, detail=lambda: str(source.health))
 
@@ -125,6 +126,8 @@ def test_a_vmn_that_comes_up_is_watched_metered_and_known_to_the_tmrs_in_force(t
             assert "deny-vm3" in {t.id for t in held["tmrset"].tmrs}, "the service reasons about what is in force"
 
             wait_metered(source, vm3, vm1, "a flow from the adopted VMN's meter")
+            # vm1's meter started before vm3 existed: the source names vm3 as the destination all the same
+            wait_metered(source, vm1, vm3, "a flow to the adopted VMN, named", naming_to=True)
         finally:
             source.stop()
             with open_enforcer(tm) as enforcer:

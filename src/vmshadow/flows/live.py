@@ -20,7 +20,7 @@ import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,7 @@ class LiveSource:
     _beat_stop: threading.Event = field(init=False, repr=False, default_factory=threading.Event)
     _error_text: dict[str, str] = field(init=False, repr=False)
     _beats: dict[str, int] = field(init=False, repr=False)
+    _late_names: bool = field(init=False, repr=False, default=False)  # some meter's VMN map is older than ours
 
     def __post_init__(self) -> None:
         self._ctx = multiprocessing.get_context("spawn")
@@ -253,13 +254,14 @@ class LiveSource:
         """Meter one more shadow port (a VMN that came up while the source runs); False if it is metered already.
 
         `vmn_map` (the VMNs as they are now, the new one included) names the new meter's flows and every meter
-        started later; meters already running keep the map they started with, so a flow *to* the new VMN seen
-        by an older meter has its destination unnamed until the service restarts (the source side, the VMN
-        the shadow port belongs to, is always named).
+        started later. Meters already running keep the map they started with, so from then on `flows` names the
+        destination of a flow an older meter left unnamed (a flow *to* the new VMN); the source side, the VMN
+        the shadow port belongs to, is always named.
         """
         if port.reader in self._counters:
             return False
         if vmn_map is not None:
+            self._late_names = self._late_names or bool(self._procs)  # meters run with an older map
             self.vmn_map = vmn_map
         self._counters[port.reader] = self._ctx.Array("q", 5, lock=False)
         self._beats[port.reader] = 0
@@ -319,6 +321,10 @@ class LiveSource:
                 item = self._queue.get(timeout=timeout if timeout is None or timeout > 0 else 0.001)
             except queue.Empty:
                 return
+            if self._late_names and item.dst_vmn is None:  # a dict lookup or two; only once VMNs were adopted
+                name = self.vmn_map.identify(item.dst_mac, item.dst_ip)
+                if name is not None:
+                    item = replace(item, dst_vmn=name)
             yield item
 
     def _heartbeat(self) -> None:
