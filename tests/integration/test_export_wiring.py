@@ -275,6 +275,11 @@ class ReplaySource:
         pending, self.pending = self.pending, []
         yield from pending
 
+    def batches(self, timeout: float | None = None) -> Iterator[list[Flow]]:
+        pending, self.pending = self.pending, []
+        if pending:
+            yield pending
+
 
 def test_the_embedded_service_exports_what_it_stores_and_applies_the_guard_rails(tmp_path: Path) -> None:
     settings = parse_settings_text(

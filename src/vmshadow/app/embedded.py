@@ -32,7 +32,7 @@ from vmshadow.refinement.merge import keep_decision, merge_proposals
 from vmshadow.refinement.pending import with_pending_conflicts
 from vmshadow.refinement.recommender import RecommendContext, Recommender
 from vmshadow.refinement.widen import placed
-from vmshadow.stages.analyze import run_analyze
+from vmshadow.stages.analyze import analyze_batch, run_analyze
 from vmshadow.stages.collector import tune_for_analysis
 from vmshadow.stages.recommend import per_batch, run_recommend, scheduled
 
@@ -110,11 +110,15 @@ class EmbeddedService:
         last_flush = self.clock()
         try:
             while not stop.is_set():
-                for flow, findings in run_analyze(self.source.flows(timeout=0.2), self.detectors):
-                    self.recent.append(flow)
-                    self._pending_flows.append(flow)
-                    if findings:
-                        self._pending_findings.extend(findings)
+                for batch in self.source.batches(timeout=0.2):  # what has arrived: no flow waits for others
+                    urgent = False
+                    for flow, findings in analyze_batch(batch, self.detectors):
+                        self.recent.append(flow)
+                        self._pending_flows.append(flow)
+                        if findings:
+                            self._pending_findings.extend(findings)
+                            urgent = True
+                    if urgent:
                         self._flush()  # findings are urgent: propose now
                     if stop.is_set() or (self.clock() - last_flush).total_seconds() >= FLUSH_EVERY_S:
                         break

@@ -321,11 +321,26 @@ class LiveSource:
                 item = self._queue.get(timeout=timeout if timeout is None or timeout > 0 else 0.001)
             except queue.Empty:
                 return
-            if self._late_names and item.dst_vmn is None:  # a dict lookup or two; only once VMNs were adopted
-                name = self.vmn_map.identify(item.dst_mac, item.dst_ip)
-                if name is not None:
-                    item = replace(item, dst_vmn=name)
-            yield item
+            yield self._named(item)
+
+    def batches(self, timeout: float | None = None, max_flows: int = 256) -> Iterator[list[Flow]]:
+        """Flows as they expire, in batches of what has arrived (at most `max_flows`): the first flow of a batch is
+        waited for as in `flows`, the others are those already queued, so no flow waits for others to come."""
+        for first in self.flows(timeout):
+            batch = [first]
+            while len(batch) < max_flows:
+                try:
+                    batch.append(self._named(self._queue.get_nowait()))
+                except queue.Empty:
+                    break
+            yield batch
+
+    def _named(self, flow: Flow) -> Flow:
+        if self._late_names and flow.dst_vmn is None:  # a dict lookup or two; only once VMNs were adopted
+            name = self.vmn_map.identify(flow.dst_mac, flow.dst_ip)
+            if name is not None:
+                return replace(flow, dst_vmn=name)
+        return flow
 
     def _heartbeat(self) -> None:
         # Beats go on until every meter has stopped: a meter notices the stop flag only on its next flow. A new
