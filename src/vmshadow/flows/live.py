@@ -323,7 +323,7 @@ class LiveSource:
                 return
             yield self._named(item)
 
-    def batches(self, timeout: float | None = None, max_flows: int = 256) -> Iterator[list[Flow]]:
+    def batches(self, timeout: float | None = None, max_flows: int = 256) -> Iterator[list[Flow]]:  # 256: BATCH_FLOWS
         """Flows as they expire, in batches of what has arrived (at most `max_flows`): the first flow of a batch is
         waited for as in `flows`, the others are those already queued, so no flow waits for others to come."""
         for first in self.flows(timeout):
