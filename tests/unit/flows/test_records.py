@@ -1,0 +1,60 @@
+"""nfstream's meter hands over compact `FlowRecord`s to `PcapSource`: the same flows as from whole `NFlow`s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from nfstream import NFStreamer
+from nfstream.flow import NFlow
+
+from tests.datadir import shared_data
+from vmshadow.domain.flow import Flow
+from vmshadow.flows import pcap
+from vmshadow.flows.pcap import N_DISSECTIONS, PcapSource, to_flow
+from vmshadow.flows.records import FlowRecord
+
+# TLS (SNI, JA4), DNS, HTTP (host, user agent), IPv6 and scans: every field `to_flow` reads has values to compare
+CAPTURES = (
+    "ndpi/pcap/dns-tunnel-iodine.pcap",
+    "ndpi/pcap/synscan.pcap",
+    "zeek/traces/ssh/sshguess.pcap",
+    "ndpi/pcap/tls_malicious_sha1.pcapng",
+    "ndpi/pcap/http_ipv6.pcap",
+    "ndpi/pcap/http-manipulated.pcap",
+)
+
+
+def whole(path: str) -> list[NFlow]:
+    return list(NFStreamer(source=path, n_dissections=N_DISSECTIONS, statistical_analysis=True, n_meters=1))
+
+
+def test_pcap_source_gives_the_flows_whole_records_give() -> None:
+    paths = [shared_data() / c for c in CAPTURES]
+    expected = [to_flow(nf, PcapSource(paths).vmn_map, str(path)) for path in paths for nf in whole(str(path))]
+    got = list(PcapSource(paths))
+    assert got == expected
+    assert any(f.sni for f in got)
+    assert any(f.dns_query for f in got)
+    assert any(f.user_agent for f in got)
+    assert any(f.client_fingerprint for f in got)
+
+
+def test_the_streamer_hands_over_compact_records_and_nfstream_is_left_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handed: list[type] = []
+
+    def spy(nf: object, *args: Any) -> Flow:
+        handed.append(type(nf))
+        return to_flow(nf, *args)
+
+    monkeypatch.setattr(pcap, "to_flow", spy)
+    assert len(list(PcapSource([shared_data() / CAPTURES[2]]))) > 10
+    assert set(handed) == {FlowRecord}, "the meter pickled compact records"
+    assert "__reduce__" not in NFlow.__dict__, "the change is undone once the meter runs"
+    assert {type(nf) for nf in whole(str(shared_data() / CAPTURES[2]))} == {NFlow}
+
+
+def test_a_record_has_every_field_an_nflow_has_by_that_name() -> None:
+    assert set(FlowRecord.__dataclass_fields__) <= set(NFlow.__slots__)
