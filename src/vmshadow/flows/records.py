@@ -12,6 +12,7 @@ tests/unit/flows/test_records.py fails if the streamer's records change.
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,11 +58,21 @@ def _reduce(flow: NFlow) -> tuple[type[FlowRecord], tuple[Any, ...]]:
     return FlowRecord, _values(flow)
 
 
+_lock = threading.Lock()
+_depth = 0  # blocks running now (streamers may start in several threads)
+
+
 @contextmanager
 def compact_records() -> Iterator[None]:
     """While the block runs, an `NFlow` pickles as a `FlowRecord`; start the streamer's iteration inside it."""
-    NFlow.__reduce__ = _reduce
+    global _depth
+    with _lock:
+        _depth += 1
+        NFlow.__reduce__ = _reduce
     try:
         yield
     finally:
-        del NFlow.__reduce__  # back to object.__reduce__: NFlow defines none
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                del NFlow.__reduce__  # back to object.__reduce__: NFlow defines none

@@ -12,7 +12,7 @@ from tests.datadir import shared_data
 from vmshadow.domain.flow import Flow
 from vmshadow.flows import pcap
 from vmshadow.flows.pcap import N_DISSECTIONS, PcapSource, to_flow
-from vmshadow.flows.records import FlowRecord
+from vmshadow.flows.records import FlowRecord, compact_records
 
 # TLS (SNI, JA4), DNS, HTTP (host, user agent), IPv6 and scans: every field `to_flow` reads has values to compare
 CAPTURES = (
@@ -58,3 +58,11 @@ def test_the_streamer_hands_over_compact_records_and_nfstream_is_left_as_it_was(
 
 def test_a_record_has_every_field_an_nflow_has_by_that_name() -> None:
     assert set(FlowRecord.__dataclass_fields__) <= set(NFlow.__slots__)
+
+
+def test_blocks_in_several_threads_undo_the_change_only_when_the_last_ends() -> None:
+    with compact_records():
+        with compact_records():
+            assert "__reduce__" in NFlow.__dict__
+        assert "__reduce__" in NFlow.__dict__, "an outer block still runs"
+    assert "__reduce__" not in NFlow.__dict__
