@@ -37,9 +37,9 @@ def is_probe(flow: Flow) -> bool:
     if flow.src_port < 1024 <= flow.dst_port:
         return False
     if flow.protocol == TCP:
-        probe = flow.psh_packets == 0 and flow.src2dst_packets + flow.dst2src_packets <= 6
+        probe = flow.psh_packets == 0 and flow.packets <= 6
     elif flow.protocol == UDP:
-        probe = flow.dst2src_packets == 0 and flow.src2dst_packets <= 3
+        probe = not flow.answered and flow.src2dst_packets <= 3
     else:
         return False
     return probe and is_unicast(flow.dst_ip)  # the address test last: it is the dearest
