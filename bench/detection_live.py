@@ -189,7 +189,7 @@ def run_attack(sae: LiveSAE, scenario: Scenario, offender: LabHost, log: Callabl
                     first = min(proposals, key=lambda p: p.created_at)
                     result.proposal_s = round(now, 1)
                     result.proposal = _describe(first, offender)
-                    result.proposal_summary = first.summary[:300]
+                    result.proposal_summary = first.summary[:600]
                     log(f"  {scenario.name}: proposal after {now:.1f} s: {result.proposal}")
                 if result.deny_s is None and any(scoped_to(p, offender) for p in proposals):
                     result.deny_s = round(now, 1)

@@ -12,6 +12,7 @@ detector turns the xfail into a failure that asks for the mark to go. Measured n
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,9 @@ from vmshadow.lab.scenarios import (
     Scenario,
     outside_host,
 )
+from vmshadow.lab.scenarios.base import wait_until
+from vmshadow.lab.scenarios.dns import lookup
+from vmshadow.lab.scenarios.services import BENIGN_NAMES, TUNNEL_DOMAIN
 from vmshadow.lab.state import LabHost
 
 pytestmark = pytest.mark.slow
@@ -112,10 +116,29 @@ def test_hydra_ssh_brute_force_is_denied_within_10_s(live: Live) -> None:
     attack(live, HydraSSH(vm1, services.ssh_target), vm1)
 
 
-def test_iodine_dns_tunnel_is_found_within_60_s(live: Live) -> None:
+def ordinary_lookups(sae: LiveSAE, client: LabHost, resolver: LabHost) -> None:
+    """Another VMN looks up the benign names (several parent domains) through the resolver, and the SAE has
+    stored those flows: from then on the resolver is known as a shared one."""
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    for name in BENIGN_NAMES:
+        assert lookup(client.namespace, str(resolver.address.ip), name) is not None, name
+    wait_until(
+        lambda: {f.dns_query for f in sae.store.flows(since=since, vmn=client.name)} >= set(BENIGN_NAMES),
+        timeout_s=30,
+        what=f"the SAE stored {client.name}'s lookups",
+    )
+
+
+def test_iodine_dns_tunnel_through_the_resolver_is_an_alert_naming_the_domain_within_60_s(live: Live) -> None:
     sae, _ = live
-    vm3 = sae.lab.vmns[2]
-    attack(live, IodineTunnel(vm3, outside_host(sae.lab, "dns")), vm3)
+    vm1, vm3 = sae.lab.vmns[0], sae.lab.vmns[2]
+    resolver = outside_host(sae.lab, "dns")
+    ordinary_lookups(sae, vm1, resolver)
+    result = attack(live, IodineTunnel(vm3, resolver), vm3)
+    # A deny towards the resolver would cut every lookup of vm3, and a TMR cannot match query names.
+    assert result.proposal == "alert", result
+    assert f"shared resolver {resolver.address.ip}" in result.proposal_summary, result.proposal_summary
+    assert f"block {TUNNEL_DOMAIN.split('.', 1)[1]} at the resolver" in result.proposal_summary
 
 
 def test_curl_beacon_with_jitter_is_denied_within_60_s(live: Live) -> None:

@@ -21,6 +21,11 @@ class FindingKind(StrEnum):
     ANOMALY = "anomaly"
 
 
+# Finding.measured of DNS findings (tunnel, DGA): the finding's DNS servers that are shared resolvers (asked under
+# several parent domains), comma-separated, "" when none. A deny towards one would cut every lookup of the VMN.
+SHARED_RESOLVERS = "shared_resolvers"
+
+
 class Severity(StrEnum):
     INFO = "info"
     LOW = "low"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 
-from vmshadow.domain.finding import Finding, FindingKind
+from vmshadow.domain.finding import SHARED_RESOLVERS, Finding, FindingKind
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.ids import stable_id
 from vmshadow.domain.net import IPAddress, PortRange, Protocol, normalize_ports
@@ -23,6 +23,7 @@ from vmshadow.refinement.recommender import RecommendContext, Recommender, regis
 
 MAX_LISTED_PORTS = 8  # above this a scan's deny covers every port of the protocol
 WIDEST_TARGET_PREFIX = 24  # horizontal targets spread wider than a /24 (v4) make the deny cover any destination
+NAME_KINDS = frozenset({FindingKind.DNS_TUNNEL, FindingKind.DGA})  # judged by query names; targets are DNS servers
 
 
 # Behaviour that stops (a scan, a password-guessing run) is denied for a while, longer for repeat offenders; what
@@ -80,6 +81,10 @@ def deny_rule(finding: Finding, tmrset: TMRSet) -> TMR | None:
         protocol = Protocol.ANY
         expires_at = indicator_expiry(finding)
     else:
+        if finding.kind in NAME_KINDS:
+            finding = replace(finding, dst_ips=_dns_servers(finding))
+            if not finding.dst_ips:
+                return None  # only shared resolvers: see `no_rule_reason`
         src, dst = offender, _targets(finding, tmrset)
         if protocol.has_ports:
             ports = _ports(finding)
@@ -97,6 +102,29 @@ def deny_rule(finding: Finding, tmrset: TMRSet) -> TMR | None:
         comment=f"{finding.kind}: {finding.summary}"[:200],
         expires_at=expires_at,
     )
+
+
+def _shared_resolvers(finding: Finding) -> set[str]:
+    return {a for a in str(finding.measured.get(SHARED_RESOLVERS, "")).split(",") if a}
+
+
+def _dns_servers(finding: Finding) -> tuple[IPAddress, ...]:
+    """The finding's DNS servers that are not shared resolvers: a tunnel's own endpoint can be denied, a resolver
+    every lookup of the VMN goes through cannot without cutting them all."""
+    shared = _shared_resolvers(finding)
+    return tuple(a for a in finding.dst_ips if str(a) not in shared)
+
+
+def no_rule_reason(finding: Finding) -> str:
+    """Why `deny_rule` found no TMR for the finding, in words an administrator can act on."""
+    shared = _shared_resolvers(finding)
+    if finding.kind in NAME_KINDS and shared:
+        names = finding.measured.get("parent") or finding.measured.get("examples") or "the domains"
+        return (
+            f"the queries go through the shared resolver {', '.join(sorted(shared))}, and a TMR cannot match query "
+            f"names: block {names} at the resolver"
+        )
+    return "no TMR can express this finding"
 
 
 def indicator_expiry(finding: Finding) -> datetime | None:
@@ -143,14 +171,16 @@ def _episodes(findings: Sequence[Finding]) -> list[tuple[Finding, tuple[str, ...
 class ScopedDenyRecommender(Recommender):
     """Proposes `add_deny` scoped to the offender (a VMN or an outside address) and to the targets it touched:
     the single host, or the /24 that holds all of them; the ports when few, every port of the protocol when
-    many. Weak evidence (score below `deny_min_score`), low trust, a finding no TMR can express, or traffic the
-    TMRSet already denies gives an `alert` instead. Each deny carries its conflicts with the TMRSet
+    many. A DNS tunnel or DGA is denied towards the servers it names except shared resolvers (`SHARED_RESOLVERS`):
+    through a resolver only an alert naming the domain to block there remains. Weak evidence (score below
+    `deny_min_score`), low trust, a finding no TMR can express, or traffic the TMRSet already denies gives an
+    `alert` instead. Each deny carries its conflicts with the TMRSet
     (`kind:tmr_id`, see `refinement.conflicts`), and the context's guard-rails turn a refused deny into an
     alert that says why (`refinement.guardrails`).
     """
 
     name = "refinement.scoped_deny"
-    version = "1.0"
+    version = "1.1"
 
     def __init__(self, settings: ScopedDenySettings | None = None) -> None:
         self.settings = settings or ScopedDenySettings()
@@ -184,7 +214,7 @@ class ScopedDenyRecommender(Recommender):
         )
         reason = ""
         if rule is None:
-            reason = "no TMR can express this finding"
+            reason = no_rule_reason(finding)
         elif finding.kind is FindingKind.ANOMALY:
             reason = "an anomaly says something is unusual, not what to block"
         elif finding.score < self.settings.deny_min_score:

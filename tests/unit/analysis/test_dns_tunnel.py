@@ -17,12 +17,13 @@ from tests.integration.test_public_captures import ordinary_captures
 from vmshadow.analysis.hunting.dns_tunnel import (
     DnsTunnelDetector,
     DnsTunnelSettings,
+    SharedResolvers,
     entropy,
     looks_encoded,
     looks_generated,
     split_name,
 )
-from vmshadow.domain.finding import Finding, FindingKind
+from vmshadow.domain.finding import SHARED_RESOLVERS, Finding, FindingKind
 from vmshadow.domain.flow import TCP, UDP, Flow
 from vmshadow.flows.pcap import PcapSource
 
@@ -164,8 +165,52 @@ def test_growth_raises_again_only_at_milestones() -> None:
     assert [f.measured["unique_subdomains"] for f in found] == [16, 64, 256]
 
 
+def browsing(start: int, sites: tuple[str, ...] = ("www.shop.test", "cdn.news.test", "time.corp.test")) -> list[Flow]:
+    """Ordinary lookups through the default server (10.0.0.53), from another VMN: several parent domains."""
+    return [query(start + i, site, i * 1.0, src_ip=ipaddress.ip_address("10.0.0.6")) for i, site in enumerate(sites)]
+
+
+def tunnel(start: int, server: str = "10.0.0.53", n: int = 40) -> list[Flow]:
+    dst = ipaddress.ip_address(server)
+    return [query(start + i, f"{i:024x}.t.tunnel.test", 10 + i * 0.2, dst_ip=dst) for i in range(n)]
+
+
+def test_a_tunnel_through_a_server_asked_under_several_parents_names_it_a_shared_resolver() -> None:
+    detector = DnsTunnelDetector()
+    assert run(detector, browsing(0)) == []
+    (through_resolver,) = run(detector, tunnel(100))
+    assert through_resolver.measured[SHARED_RESOLVERS] == "10.0.0.53"
+    detector = DnsTunnelDetector()
+    run(detector, browsing(0))
+    (direct,) = run(detector, tunnel(200, server="203.0.113.9"))
+    assert direct.dst_ips == (ipaddress.ip_address("203.0.113.9"),)
+    assert direct.measured[SHARED_RESOLVERS] == "", "a server asked only under the tunnel's parent is its endpoint"
+
+
+def test_two_parents_do_not_make_a_shared_resolver() -> None:
+    detector = DnsTunnelDetector()
+    run(detector, browsing(0, sites=("www.shop.test",)))
+    (found,) = run(detector, tunnel(100))
+    assert found.measured[SHARED_RESOLVERS] == ""
+    detector = DnsTunnelDetector(DnsTunnelSettings(resolver_min_parents=2))
+    run(detector, browsing(0, sites=("www.shop.test",)))
+    (found,) = run(detector, tunnel(100))
+    assert found.measured[SHARED_RESOLVERS] == "10.0.0.53"
+
+
+def test_remembered_servers_are_bounded_least_recently_used_first() -> None:
+    servers = SharedResolvers(min_parents=2, max_servers=2)
+    for server in ("10.0.0.1", "10.0.0.2"):
+        servers.note(server, "a.test")
+        servers.note(server, "b.test")
+    servers.note("10.0.0.1", "c.test")  # 10.0.0.1 used last: 10.0.0.2 goes when a third server comes
+    servers.note("10.0.0.3", "a.test")
+    assert [servers.is_shared(s) for s in ("10.0.0.1", "10.0.0.2", "10.0.0.3")] == [True, False, False]
+    assert len(servers.parents["10.0.0.1"]) == 2, "no more parents kept than the judgement needs"
+
+
 def test_snapshot_is_plain_json_and_continues_exactly() -> None:
-    flows = [query(i, f"{i:020x}.x.example.org", i * 0.1) for i in range(100)]
+    flows = browsing(1000) + [query(i, f"{i:020x}.x.example.org", i * 0.1) for i in range(100)]
     whole = DnsTunnelDetector()
     run(whole, flows[:50])
     expected = run(whole, flows[50:])
@@ -174,6 +219,7 @@ def test_snapshot_is_plain_json_and_continues_exactly() -> None:
     second = DnsTunnelDetector()
     second.restore(json.loads(json.dumps(first.snapshot())))
     assert run(second, flows[50:]) == expected
+    assert expected[0].measured[SHARED_RESOLVERS] == "10.0.0.53", "the shared resolver is part of the state"
 
 
 @pytest.mark.parametrize(

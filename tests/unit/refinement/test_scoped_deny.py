@@ -7,8 +7,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 from tests.factories import T0, make_finding, make_flow
-from vmshadow.domain.finding import FindingKind
-from vmshadow.domain.flow import TCP
+from vmshadow.domain.finding import SHARED_RESOLVERS, FindingKind
+from vmshadow.domain.flow import TCP, UDP
 from vmshadow.domain.net import PortRange, Protocol
 from vmshadow.domain.proposal import ProposalKind, ProposalState
 from vmshadow.domain.tmr import TMR, Action, Endpoint, EndpointKind, TMRSet
@@ -208,3 +208,40 @@ def test_findings_that_say_a_host_is_compromised_are_denied_until_someone_acts()
     (q,) = propose([scan()], settings=ScopedDenySettings(temporary_kinds=frozenset()))
     assert q.rule is not None
     assert q.rule.expires_at is None, "the setting decides which kinds are temporary"
+
+
+def tunnel(servers: tuple[str, ...], shared: str, kind: FindingKind = FindingKind.DNS_TUNNEL):  # type: ignore[no-untyped-def]
+    measured = (
+        {"parent": "tunnel.test", SHARED_RESOLVERS: shared}
+        if kind is FindingKind.DNS_TUNNEL
+        else {"examples": "qxkzvbnw.top, jrtplmkq.top", SHARED_RESOLVERS: shared}
+    )
+    return scan(kind=kind, protocol=UDP, dst_ips=tuple(A(s) for s in servers), dst_ports=(53,), measured=measured)
+
+
+def test_a_dns_tunnel_to_its_own_server_is_denied_towards_that_server() -> None:
+    (p,) = propose([tunnel(("203.0.113.9",), shared="")])
+    assert p.kind is ProposalKind.ADD_DENY
+    assert p.rule is not None
+    assert (p.rule.src, p.rule.dst, p.rule.protocol) == (
+        Endpoint.vmn("vm1"),
+        Endpoint.network("203.0.113.9/32"),
+        Protocol.UDP,
+    )
+    assert [str(r) for r in p.rule.ports] == ["53"]
+
+
+def test_a_dns_tunnel_or_dga_through_a_shared_resolver_is_an_alert_naming_the_domain_to_block_there() -> None:
+    (p,) = propose([tunnel(("198.18.0.2",), shared="198.18.0.2")])
+    assert (p.kind, p.rule) == (ProposalKind.ALERT, None), "a deny towards the resolver would cut every lookup"
+    assert "shared resolver 198.18.0.2" in p.summary
+    assert "block tunnel.test at the resolver" in p.summary
+    (dga,) = propose([tunnel(("198.18.0.2",), shared="198.18.0.2", kind=FindingKind.DGA)])
+    assert dga.kind is ProposalKind.ALERT
+    assert "block qxkzvbnw.top, jrtplmkq.top at the resolver" in dga.summary
+
+
+def test_only_the_servers_that_are_not_shared_resolvers_are_denied() -> None:
+    (p,) = propose([tunnel(("198.18.0.2", "203.0.113.9"), shared="198.18.0.2")])
+    assert p.rule is not None
+    assert p.rule.dst == Endpoint.network("203.0.113.9/32")

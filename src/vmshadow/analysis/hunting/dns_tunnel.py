@@ -6,6 +6,7 @@ import ipaddress
 import itertools
 import math
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from vmshadow.analysis.detector import Detector, DetectorSettings
 from vmshadow.analysis.hunting.episodes import MAX_EVIDENCE, EpisodeTracker, RecentByKey
 from vmshadow.analysis.registry import register
-from vmshadow.domain.finding import Finding, FindingKind, Severity
+from vmshadow.domain.finding import SHARED_RESOLVERS, Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, UDP, Flow
 from vmshadow.domain.ids import stable_id
 
@@ -151,6 +152,39 @@ class ParentActivity:
         return not self.events
 
 
+class SharedResolvers:
+    """DNS servers seen answering queries under several parent domains (from any source): shared, recursive
+    resolvers rather than a tunnel's own endpoint. A deny towards one would cut every lookup of the VMN, so the
+    findings name them (`SHARED_RESOLVERS`) and the recommender proposes blocking the domain at the resolver
+    instead. Learned for good (a resolver stays one), at most `max_servers` servers (least recently used
+    dropped) and `min_parents` parents each."""
+
+    def __init__(self, min_parents: int, max_servers: int) -> None:
+        self.min_parents = min_parents
+        self.max_servers = max_servers
+        self.parents: OrderedDict[str, set[str]] = OrderedDict()
+
+    def note(self, server: str, parent: str) -> None:
+        seen = self.parents.get(server)
+        if seen is None:
+            seen = self.parents[server] = set()
+            if len(self.parents) > self.max_servers:
+                self.parents.popitem(last=False)
+        else:
+            self.parents.move_to_end(server)
+        if len(seen) < self.min_parents:
+            seen.add(parent)
+
+    def is_shared(self, server: str) -> bool:
+        return len(self.parents.get(server, ())) >= self.min_parents
+
+    def snapshot(self) -> list[list[Any]]:
+        return [[server, sorted(parents)] for server, parents in self.parents.items()]
+
+    def restore(self, state: list[list[Any]]) -> None:
+        self.parents = OrderedDict((str(server), {str(p) for p in parents}) for server, parents in state)
+
+
 @dataclass(frozen=True, slots=True)
 class DnsTunnelSettings(DetectorSettings):
     window_s: float = 300.0
@@ -161,6 +195,8 @@ class DnsTunnelSettings(DetectorSettings):
     max_keys: int = 50_000  # (source, parent) pairs, and sources for DGA
     max_subdomains: int = 1024  # per (source, parent); machine-looking domains per source
     max_events: int = 4096  # flows remembered per (source, parent) for the query count
+    resolver_min_parents: int = 3  # a DNS server asked under this many parent domains is a shared resolver
+    max_servers: int = 4096  # DNS servers remembered for that judgement
 
 
 @register
@@ -177,6 +213,10 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
     subdomain length (full at 40), Shannon entropy of the leftmost labels (full at 4 bits/char), mean query
     size. Reverse lookups (in-addr.arpa, ip6.arpa), mDNS and LLMNR are ignored. MITRE ATT&CK T1071.004.
 
+    Each finding names the DNS servers it saw that are shared resolvers (`SharedResolvers`: asked under at least
+    `resolver_min_parents` parent domains by any source), so that no deny cuts a VMN's resolver: through a
+    resolver, the domain is what to block, and a TMR cannot match names.
+
     DGA: per source, distinct registered domains whose label looks machine-made (`looks_generated`), from DNS
     queries, TLS SNI and HTTP Host; `min_dga_domains` within `window_s` raise a finding; score 0.45 for one
     domain (an alert, not a rule) rising to 1.0 at 16. MITRE ATT&CK T1568.002.
@@ -187,7 +227,7 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
     """
 
     name = "hunting.dns_tunnel"
-    version = "1.0"
+    version = "1.1"
     settings_type = DnsTunnelSettings
 
     def __init__(self, settings: DnsTunnelSettings | None = None, context: Any = None) -> None:
@@ -199,6 +239,7 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
             window_s=s.window_s, threshold=s.min_dga_domains, growth=s.growth,
             max_keys=s.max_keys, max_items=s.max_subdomains,
         )  # fmt: skip
+        self._servers = SharedResolvers(s.resolver_min_parents, s.max_servers)
 
     def observe(self, flow: Flow) -> list[Finding]:
         if not (flow.dns_query or flow.sni or flow.http_host):
@@ -233,6 +274,7 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
             if len(act.subdomains) > s.max_subdomains:
                 act.subdomains.popitem(last=False)
         resolver = str(flow.dst_ip)
+        self._servers.note(resolver, parent)
         if resolver not in act.resolvers and len(act.resolvers) < 8:
             act.resolvers.append(resolver)
         act.evidence.append(flow.community_id)
@@ -292,6 +334,7 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
                 "mean_query_bytes": round(mean_query_bytes, 1),
                 "example": f"{example}.{parent}"[:120] if example else parent,
                 "window_s": s.window_s,
+                SHARED_RESOLVERS: self._shared(act.resolvers),
             },
             attack_technique="T1071.004",
             summary=(
@@ -340,15 +383,24 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
                 "examples": ", ".join(domains[-5:])[:200],
                 "mean_entropy": round(sum(entropy(d.split(".", 1)[0]) for d in domains) / len(domains), 3),
                 "window_s": s.window_s,
+                SHARED_RESOLVERS: self._shared([str(flow.dst_ip)]) if is_dns_query(flow) else "",
             },
             attack_technique="T1568.002",
             summary=f"{flow.src_ip} contacted {len(domains)} machine-looking domain(s) within {s.window_s:g}s, "
             f"latest {domains[-1]}",
         )
 
+    def _shared(self, servers: Iterable[str]) -> str:
+        return ",".join(sorted(server for server in set(servers) if self._servers.is_shared(server)))
+
     def snapshot(self) -> dict[str, Any]:
-        return {"parents": [[k, a.to_json()] for k, a in self._recent.items.items()], "dga": self._dga.snapshot()}
+        return {
+            "parents": [[k, a.to_json()] for k, a in self._recent.items.items()],
+            "dga": self._dga.snapshot(),
+            "servers": self._servers.snapshot(),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self._recent.items = OrderedDict((str(k), ParentActivity.from_json(v)) for k, v in state["parents"])
         self._dga.restore(state["dga"])
+        self._servers.restore(state.get("servers", []))  # absent in snapshots of version 1.0
