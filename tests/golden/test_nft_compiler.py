@@ -113,6 +113,7 @@ def test_regen_check_reports_nothing_stale(capsys: pytest.CaptureFixture[str]) -
 def test_the_cases_cover_the_features() -> None:
     names = {case.name for case in CASES}
     assert {"groups", "vmns", "networks", "ports", "protocols", "vmn_defaults", "temporary", "priorities"} <= names
+    assert "repeats" in names
     assert "staged" in names
 
 
@@ -136,6 +137,8 @@ def _elements(document: dict[str, Any]) -> list[Element]:
     }
     out = []
     for name, found in compiler.tmr_maps(document).items():
+        if name in compiler.SHADOWED_MAPS:
+            continue  # never looked up
         timed = "timeout" in found.get("flags", [])
         for key in found["elem"]:
             body = key["elem"]
@@ -268,6 +271,22 @@ def test_port_lists_become_one_element_per_range() -> None:
         (family, "udp", port) for family in ("ip", "ip6") for port in (53, 5353, {"range": [8000, 8090]})
     ]
     assert values["tmr one-port"] == [("ip", "tcp", 443), ("ip6", "tcp", 443)]
+
+
+def test_repeats_take_no_layer_and_sit_in_never_looked_up_sets_with_their_timeout() -> None:
+    document = _case_document("repeats")
+    assert compiler.shadowed_ids(document) == ["ssh-allow-again", "dns-deny-again", "ssh-deny-for-a-while"]
+    looked_up = json.dumps(compiler.rules_of(document))
+    assert all(f"@{name}" not in looked_up for name in compiler.SHADOWED_MAPS)
+    assert "tmr ssh-allow-again" not in looked_up
+    assert "tmr dns-deny" in looked_up, "dns-deny outlives the exception before it"
+    (temporary,) = compiler.map_elements(compiler.tmr_maps(document)["tmrs_shadowed_t"])
+    assert temporary["timeout"] == 600
+    # the same set without its repeats compiles to the same layers and rules
+    tmrset = parse_tmr_text((regen.CASES / "repeats" / regen.INPUT).read_text(encoding="utf-8"), regen.INPUT)
+    kept = replace(tmrset, tmrs=tuple(t for t in tmrset.tmrs if t.id not in compiler.shadowed_ids(document)))
+    alone = compile_tmrset(kept, ports=regen.PORTS, at=regen.AT, version=regen.VERSION)
+    assert compiler.rules_of(alone) == compiler.rules_of(document)
 
 
 def test_a_tmr_that_can_never_match_has_no_rule() -> None:

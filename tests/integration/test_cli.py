@@ -93,6 +93,18 @@ def test_tmrs_check(tmp_path: Path, content: str, code: int) -> None:
     assert ("ok" in result.stdout) == (code == 0)
 
 
+def test_tmrs_check_names_a_tmr_that_repeats_an_earlier_one(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    tmr = "    src: any\n    dst: 198.18.0.5\n    protocol: tcp\n    ports: [22]\n"
+    rules.write_text(
+        f"tmrs:\n  - id: deny-ssh\n    priority: 10\n{tmr}    action: deny\n"
+        f"  - id: allow-ssh\n    priority: 20\n{tmr}    action: allow\n"
+    )
+    result = vmshadow("tmrs", "check", rules)
+    assert result.returncode == 0, result.stderr
+    assert "TMR allow-ssh never matches: deny-ssh comes first" in " ".join(result.stdout.split())
+
+
 def test_example_rules_check_clean() -> None:
     result = vmshadow("tmrs", "check", EXAMPLE_RULES)
     assert result.returncode == 0, result.stderr

@@ -348,6 +348,32 @@ def test_counters_count_hits_on_the_tmr_that_matched(net: netlab.Lab, enforcer: 
     assert enforcer.rule_counters()[compiler.REPLIES_COMMENT][0] >= 3
 
 
+def test_a_tmr_repeating_an_earlier_one_is_in_force_counts_nothing_and_the_earlier_one_decides(
+    net: netlab.Lab, enforcer: NftEnforcer
+) -> None:
+    vm1, vm2, _ = net.vmns
+    enforcer.apply(
+        tmrset(
+            net,
+            rule("deny-tcp", 10, "vm1", "vm2", Action.DENY, Protocol.TCP, (TCP,)),
+            rule("allow-tcp-again", 20, "vm1", "vm2", Action.ALLOW, Protocol.TCP, (TCP,)),
+            rule("deny-for-a-while", 30, "vm1", "vm2", Action.DENY, Protocol.TCP, (TCP,), now() + timedelta(hours=1)),
+        ),
+        now(),
+    )
+    report = enforcer.last_report
+    assert report is not None
+    assert report.shadowed == ("allow-tcp-again", "deny-for-a-while")
+    assert (report.layers, report.tmrs_in_force) == (1, 3)
+    assert not vm1.connect(vm2.address, TCP, BLOCKED_S), "the first TMR decides, not its allowing repeat"
+    hits = enforcer.counters()  # read back from the kernel like every TMR's
+    assert hits["deny-tcp"] >= 1
+    assert (hits["allow-tcp-again"], hits["deny-for-a-while"]) == (0, 0)
+    held = compiler.tmr_maps(nft_listing(net))
+    (timeout,) = [e["timeout"] for e in compiler.map_elements(held["tmrs_shadowed_t"])]
+    assert 3590 <= timeout <= 3600, "a temporary repeat still expires in the kernel"
+
+
 def test_the_version_in_force_survives_a_restart(net: netlab.Lab, enforcer: NftEnforcer, store: SqlStore) -> None:
     applied = enforcer.apply(deny_tcp(net), now())
     again = NftEnforcer(store, bridges=[net.bridge], netns=net.host_ns)  # a new process, the same kernel and store
@@ -544,9 +570,10 @@ def test_cli_apply_diff_history_rollback(net: netlab.Lab, tmp_path: Path) -> Non
     assert json.loads(same.stdout) == {"in_force": 1, "added": [], "removed": [], "changed": [], "other": []}
 
     extra = "  - {id: ping, priority: 20, src: vm1, dst: any, protocol: icmp, action: allow}\n"
+    extra += "  - {id: ping-again, priority: 30, src: vm1, dst: any, protocol: icmp, action: deny}\n"
     _rules_file(rules, net, port=OTHER, extra=extra)
     changed = json.loads(vmshadow("tmrs", "diff", rules, *where, "--json").stdout)
-    assert [t["id"] for t in changed["added"]] == ["ping"]
+    assert [t["id"] for t in changed["added"]] == ["ping", "ping-again"]
     assert [(c["id"], c["fields"]) for c in changed["changed"]] == [("deny-tcp", ["ports"])]
     text = vmshadow("tmrs", "diff", rules, *where).stdout
     assert "Against version 1" in text
@@ -556,6 +583,8 @@ def test_cli_apply_diff_history_rollback(net: netlab.Lab, tmp_path: Path) -> Non
     second = vmshadow("tmrs", "apply", rules, *where, "--comment", "move the deny")
     assert second.exit_code == 0, second.stderr
     assert "version 2 in force" in second.stdout
+    assert "1 TMRs can never match" in second.stdout
+    assert "(ping-again)" in second.stdout
     assert vm1.connect(vm2.address, TCP)
 
     back = vmshadow("tmrs", "rollback", "1", *where, "--json")
@@ -567,7 +596,7 @@ def test_cli_apply_diff_history_rollback(net: netlab.Lab, tmp_path: Path) -> Non
     assert history["in_force"] == 3
     assert [(v["version"], v["tmrs"], v["in_force"]) for v in history["versions"]] == [
         (1, 1, False),
-        (2, 2, False),
+        (2, 3, False),
         (3, 1, True),
     ]
     assert [v["comment"] for v in history["versions"]] == [

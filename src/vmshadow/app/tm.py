@@ -60,6 +60,7 @@ class ApplyResult:
             "layers": r.layers,
             "rule_tmrs": r.rule_tmrs,
             "staged": r.staged,
+            "shadowed": list(r.shadowed),
             "tmrs": r.tmrs,
             "tmrs_in_force": r.tmrs_in_force,
             "ports": list(r.ports),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,8 @@ from vmshadow.domain.codec import tmrset_to_json
 from vmshadow.domain.errors import VmshadowError
 
 app = typer.Typer(help="TMR files and the TM: check, apply, diff, history, rollback.", no_args_is_help=True)
+
+SHADOWED_LISTED = 5  # repeats named after an apply; `tmrs check` names them all
 
 FileArg = Annotated[Path, typer.Argument(help="TMR file (YAML).")]
 DbOption = Annotated[str, typer.Option("--db", help="Where versions are kept: a SQLite file path or a database URL.")]
@@ -60,6 +63,12 @@ def check(
         f"[green]ok[/] {path}: {len(tmrset.tmrs)} TMRs, {len(tmrset.groups)} groups, {len(tmrset.vmns)} VMNs, "
         f"default {tmrset.default_action}"
     )
+    for repeat, earlier in tmrset.repeats(datetime.now(UTC)).items():
+        console.print(
+            f"[yellow]note[/] TMR {repeat} never matches: {earlier} comes first with the same source, destination, "
+            "protocol and ports, and lasts at least as long",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -163,6 +172,13 @@ def _print_applied(result: ApplyResult, as_json: bool) -> None:
         f"{len(r.ports)} bridge ports",
         highlight=False,
     )
+    if r.shadowed:
+        listed = ", ".join(r.shadowed[:SHADOWED_LISTED]) + (", …" if len(r.shadowed) > SHADOWED_LISTED else "")
+        console.print(
+            f"[yellow]{len(r.shadowed)} TMRs can never match[/]: an earlier TMR with the same source, destination, "
+            f"protocol and ports decides first ({listed}); `vmshadow tmrs check FILE` names it",
+            highlight=False,
+        )
 
 
 def _print_diff(result: TMRSetDiff) -> None:

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol as TypingProtocol
 
-from vmshadow.domain.net import IPAddress, IPNetwork, PortRange, Protocol, format_ports, ports_contain
+from vmshadow.domain.net import IPAddress, IPNetwork, PortRange, Protocol, format_ports, normalize_ports, ports_contain
 from vmshadow.domain.vmn import VMN, Group, VMNMap
 
 
@@ -190,6 +190,25 @@ class TMRSet:
 
     def active(self, at: datetime) -> tuple[TMR, ...]:
         return tuple(t for t in self.tmrs if t.is_active(at))
+
+    def repeats(self, at: datetime) -> dict[str, str]:
+        """TMRs that can never decide a packet from `at` on, because an earlier TMR (priority order) with the same
+        source, destination, protocol and ports lasts at least as long: the repeat's id -> the earlier TMR's id
+        (the longest-lasting one). Exact on those fields only; wider earlier TMRs are `refinement.conflicts`' job."""
+        earliest: dict[tuple[Endpoint, Endpoint, Protocol, tuple[PortRange, ...]], TMR] = {}
+        out: dict[str, str] = {}
+        for t in self.tmrs:
+            if not t.is_active(at):
+                continue
+            key = (t.src, t.dst, t.protocol, tuple(normalize_ports(t.ports)))
+            first = earliest.get(key)
+            if first is not None and (
+                first.expires_at is None or (t.expires_at is not None and t.expires_at <= first.expires_at)
+            ):
+                out[t.id] = first.id
+            else:
+                earliest[key] = t
+        return out
 
     def default_for(self, key: PacketKey) -> Action:
         for name in (key.src_vmn, key.dst_vmn):

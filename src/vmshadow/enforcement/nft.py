@@ -78,6 +78,7 @@ class ApplyReport:
     layers: int = 0
     rule_tmrs: int = 0  # TMRs alone in their layer, compiled as rules over the endpoints' named sets
     staged: int = 0  # staged rules counting (with at least one element)
+    shadowed: tuple[str, ...] = ()  # TMRs an earlier TMR with the same match always decides first (nft_compiler)
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -166,7 +167,7 @@ class NftEnforcer:
 
         tmr_comments = compiler.tmr_element_comments(document)
         rule_tmrs = {c for c in compiler.comments_of(document) if c.startswith(compiler.TMR_PREFIX)}
-        maps = compiler.tmr_maps(document)
+        maps = {n: m for n, m in compiler.tmr_maps(document).items() if n not in compiler.SHADOWED_MAPS}
         self.last_report = ApplyReport(
             version=saved.version,
             rules=len(compiler.rules_of(document)),
@@ -178,6 +179,7 @@ class NftEnforcer:
             layers=layers,
             rule_tmrs=len(rule_tmrs),
             staged=len({e.get("comment") for m in compiler.staged_maps(document).values() for e in m["elem"]}),
+            shadowed=tuple(compiler.shadowed_ids(document)),
             timings_s=timings,
         )
         return AppliedVersion(version=saved.version, applied_at=at, tmrset=tmrset, staged=tuple(rules))

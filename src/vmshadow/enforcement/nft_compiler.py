@@ -39,6 +39,12 @@ and the chain ``allowed``, where every accepted packet goes::
 * **First match by priority** is kept by layers (`nft_layers`): a TMR goes one layer above every earlier TMR it
   overlaps (some packet matches both), so overlapping TMRs are looked up in priority order and the elements of one
   layer never overlap; one layer is one set per key shape and action. TMRs that overlap nothing earlier share layer 0.
+* **Shadowed TMRs** (`TMRSet.repeats`: the same source, destination, protocol and ports as an earlier TMR that
+  lasts at least as long) can never decide a packet: the earlier one always matches first. They take no part in
+  the layering (a rule set grown by hand or by approved proposals often repeats itself, and each repeat of an
+  overlapping TMR would add a layer and rules); each is one element, with its comment and a counter that stays at
+  zero, in the set ``tmrs_shadowed`` (``tmrs_shadowed_t`` with its timeout when temporary) that no rule looks up.
+  So it is still in force, read back and counted like any TMR (`shadowed_ids` lists them).
 * **VMNs and groups** are matched by *any* of their identifiers, as in the evaluator (`TMRSet.endpoint_matches`:
   the VMN identified by MAC, or one of its addresses), plus the bridge port, which only the kernel sees and which a
   guest cannot forge: one element per identifier (a group: its members' ports, MACs and addresses and its networks,
@@ -106,6 +112,7 @@ CHAIN = "forward"
 ALLOWED_CHAIN = "allowed"
 PORTS_SET = "bridge_ports"
 TMR_MAP_PREFIX = "tmrs_"
+SHADOWED_MAPS = (f"{TMR_MAP_PREFIX}shadowed", f"{TMR_MAP_PREFIX}shadowed_t")  # permanent, temporary; never looked up
 STAGED_MAP_PREFIX = "staged_"
 REPLY_SETS = {4: ("reply4", "reply4n"), 6: ("reply6", "reply6n")}
 REPLY_TIMEOUT_S = 300
@@ -238,6 +245,13 @@ def sets_of(document: JSON) -> dict[str, JSON]:
 def tmr_maps(document: JSON) -> dict[str, JSON]:
     """The sets that hold the TMRs' elements, by name."""
     return {found["name"]: found for found in _objects(document, "set") if found["name"].startswith(TMR_MAP_PREFIX)}
+
+
+def shadowed_ids(document: JSON) -> list[str]:
+    """The TMRs compiled as shadowed (see the module doc), in priority order within each of the two sets."""
+    maps = tmr_maps(document)
+    comments = [e.get("comment", "") for name in SHADOWED_MAPS for e in map_elements(maps.get(name, {}))]
+    return [tmr_id for tmr_id in map(tmr_id_of, comments) if tmr_id is not None]
 
 
 def temporary_maps(document: JSON) -> dict[str, JSON]:
@@ -593,6 +607,8 @@ class _Compiler:
             elements = self._elements(tmr)
             if elements:
                 kept.append((tmr, comment, timeout, elements, staged_rule is not None))
+        shadowed = self._shadowed(kept)
+        kept = [k for i, k in enumerate(kept) if i not in shadowed]
         layers = assign_layers([[e.box for e in elements] for _, _, _, elements, _ in kept])
         self.layers = max(layers, default=-1) + 1
         # a permanent TMR that would be alone in every set it has elements in (a chain of overlapping TMRs gives
@@ -642,6 +658,26 @@ class _Compiler:
                 self._tmr_set(found)
             chains.append(chain)
         return ordered, chains
+
+    def _shadowed(self, kept: Sequence[tuple[TMR, str, int | None, list[_Element], bool]]) -> set[int]:
+        """The positions in `kept` of the TMRs that repeat an earlier one (`TMRSet.repeats`); their elements go
+        to the sets `SHADOWED_MAPS`."""
+        repeats = self.tmrset.repeats(self.at)
+        out: set[int] = set()
+        entries: dict[bool, list[JSON]] = {False: [], True: []}
+        for i, (tmr, comment, timeout, _, counting) in enumerate(kept):
+            if counting or tmr.id not in repeats:
+                continue  # a staged rule decides nothing and is counted where it stands
+            out.add(i)
+            body: JSON = {"val": len(entries[timeout is not None]) + 1, "comment": comment}
+            if timeout is not None:
+                body["timeout"] = timeout
+            entries[timeout is not None].append({"elem": body})
+        for name, temporary in zip(SHADOWED_MAPS, (False, True), strict=True):
+            if entries[temporary]:
+                flags = {"flags": ["timeout"]} if temporary else {}
+                self._set(name, "mark", entries[temporary], **flags, stmt=[_counter()])
+        return out
 
     def _tmr_set(self, found: _Map) -> None:
         types = [_FIELDS[code][1] for code in found.shape]

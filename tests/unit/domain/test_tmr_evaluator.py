@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -194,3 +194,52 @@ def test_inconsistent_sets_are_refused(kwargs: dict[str, object], message: str) 
 def test_ports_need_a_protocol_with_ports() -> None:
     with pytest.raises(ValueError, match="ports need protocol tcp or udp"):
         TMR("x", 1, Endpoint.any(), Endpoint.any(), Action.DENY, Protocol.ICMP, (PortRange(1, 2),))
+
+
+def _resolved(tmrset: TMRSet, key: Key) -> Key:
+    return Key(
+        key.src_ip,
+        key.dst_ip,
+        key.protocol,
+        key.dst_port,
+        src_vmn=tmrset.vmn_map.identify(None, key.src_ip),
+        dst_vmn=tmrset.vmn_map.identify(None, key.dst_ip),
+    )
+
+
+@settings(max_examples=400)
+@given(tmr_sets(), keys, st.integers(-4, 4), st.integers(0, 8))
+def test_removing_repeats_changes_no_verdict_then_or_later(tmrset: TMRSet, key: Key, hours: int, later: int) -> None:
+    at = NOW + timedelta(hours=hours)
+    repeats = tmrset.repeats(at)
+    assert set(repeats.values()).isdisjoint(repeats), "the earlier TMR named is never a repeat itself"
+    without = replace(tmrset, tmrs=tuple(t for t in tmrset.tmrs if t.id not in repeats))
+    resolved = _resolved(tmrset, key)
+    for when in (at, at + timedelta(hours=later)):
+        verdict = tmrset.evaluate(resolved, when)
+        assert verdict == without.evaluate(resolved, when)
+        assert verdict.tmr_id not in repeats
+
+
+def test_repeats_are_exact_and_an_earlier_tmr_that_expires_first_repeats_nothing() -> None:
+    def t(tmr_id: str, priority: int, hours: int | None = None, **kw: object) -> TMR:
+        expires = None if hours is None else NOW + timedelta(hours=hours)
+        fields: dict[str, object] = {"protocol": Protocol.TCP, "ports": (PortRange(22, 22),), **kw}
+        return TMR(tmr_id, priority, Endpoint.vmn("vm1"), Endpoint.any(), Action.DENY, expires_at=expires, **fields)  # type: ignore[arg-type]
+
+    tmrset = TMRSet(
+        tmrs=(
+            t("later", 9),
+            t("first", 1, hours=2),
+            t("for-one-hour", 2, hours=1),
+            t("for-three-hours", 3, hours=3),
+            t("ports-listed-otherwise", 4, ports=(PortRange(22, 22), PortRange(22, 22))),
+            t("udp", 5, protocol=Protocol.UDP),
+            t("expired", 0, hours=-1),
+        ),
+        vmns=VMNS,
+    )
+    # for-three-hours and ports-listed-otherwise outlast the TMRs before them, so they decide once those expire;
+    # `later` repeats the permanent one (ports compared once normalised); udp differs, expired is not in force
+    assert tmrset.repeats(NOW) == {"for-one-hour": "first", "later": "ports-listed-otherwise"}
+    assert tmrset.repeats(NOW + timedelta(hours=2, minutes=30)) == {"later": "ports-listed-otherwise"}
