@@ -193,7 +193,9 @@ def test_a_tmr_alone_in_its_sets_is_rules_over_the_endpoints_named_sets() -> Non
     }  # fmt: skip
     assert named
     assert named <= set(sets)
-    assert all(n.startswith(("vmn_", "grp_")) for n in named)
+    assert all(n.startswith(("vmn_", "grp_", compiler.PORT_LIST_PREFIX, compiler.IP_FAMILIES_SET)) for n in named)
+    inline = [m for r in rules.values() for m in r["expr"] if "match" in m and isinstance(m["match"]["right"], dict)]
+    assert not [m for m in inline if "set" in m["match"]["right"]], "no inline sets: each is a kernel set object"
 
 
 def test_staged_rules_count_in_chains_of_their_own_at_their_place_in_priority_order() -> None:

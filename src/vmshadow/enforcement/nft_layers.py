@@ -21,6 +21,7 @@ wider than stored blocks (a network over single addresses) scans the stored keys
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -73,13 +74,15 @@ def range_blocks(first: int, last: int) -> tuple[Block, ...]:
 
 class _Level:
     """One dimension of the trie. Children are the next level's `_Level`; at the last level, the highest layer.
-    Exact children are filed by (kind, shift), then key; `tops` holds the highest layer of each such group."""
+    Exact children are filed by (kind, shift), then key; `tops` holds the highest layer of each such group and
+    `keys` its keys in order, so that a wider query block finds the keys it holds by bisection."""
 
-    __slots__ = ("exact", "kinds", "none", "top", "tops")
+    __slots__ = ("exact", "keys", "kinds", "none", "top", "tops")
 
     def __init__(self) -> None:
         self.top = -1
         self.exact: dict[tuple[str, int], dict[int, Any]] = {}
+        self.keys: dict[tuple[str, int], list[int]] = {}
         self.tops: dict[tuple[str, int], int] = {}
         self.kinds: dict[str, Any] = {}
         self.none: Any = None
@@ -108,9 +111,12 @@ def _insert(level: _Level, values: Sequence[_Value], depth: int, layer: int) -> 
         group = level.exact.get((kind, shift))
         if group is None:
             group = level.exact[(kind, shift)] = {}
+            level.keys[(kind, shift)] = []
         if layer > level.tops.get((kind, shift), -1):
             level.tops[(kind, shift)] = layer
         found = group.get(key)
+        if found is None:
+            bisect.insort(level.keys[(kind, shift)], key)
         if last:
             if found is None or layer > found:
                 group[key] = layer
@@ -167,12 +173,15 @@ def _matching(level: _Level, value: _Value, best: int, budget: list[int]) -> lis
                 base = key << (shift - stored)
                 found_all = (group.get(sub) for sub in range(base, base + (1 << (shift - stored))))
                 out.extend(found for found in found_all if found is not None)
-            elif len(group) > budget[0]:
-                out.append(level.tops[(kind, stored)])  # too many to look at: the highest of them all
             else:
                 width = shift - stored
-                budget[0] -= len(group)
-                out.extend(child for sub, child in group.items() if sub >> width == key)
+                keys = level.keys[(kind, stored)]
+                first, last = bisect.bisect_left(keys, key << width), bisect.bisect_left(keys, (key + 1) << width)
+                if last - first > budget[0]:
+                    out.append(level.tops[(kind, stored)])  # too many to look at: the highest of them all
+                else:
+                    budget[0] -= last - first
+                    out.extend(group[sub] for sub in keys[first:last])
     budget[0] -= len(out)
     return out
 
