@@ -591,6 +591,7 @@ class _Compiler:
             key=lambda item: item[:3],
         )
         kept: list[tuple[TMR, str, int | None, list[_Element], bool]] = []
+        made: dict[tuple[Endpoint, Endpoint, Protocol, tuple[PortRange, ...]], list[_Element]] = {}
         for _, _, _, tmr, comment, staged_rule in ordered_rules:
             if len(comment.encode()) > MAX_COMMENT_BYTES:
                 what = "tmrs" if staged_rule is None else "staged"
@@ -607,7 +608,10 @@ class _Compiler:
             timeout = self._timeout_s(tmr)
             if timeout == 0:
                 continue
-            elements = self._elements(tmr)
+            match = (tmr.src, tmr.dst, tmr.protocol, tmr.ports)
+            elements = made.get(match)
+            if elements is None:  # repeats (`TMRSet.repeats`) and staged copies of a TMR share its elements
+                elements = made[match] = self._elements(tmr)
             if elements:
                 kept.append((tmr, comment, timeout, elements, staged_rule is not None))
         shadowed = self._shadowed(kept)
