@@ -10,7 +10,7 @@ from nfstream.flow import NFlow
 
 from tests.datadir import shared_data
 from vmshadow.domain.flow import Flow
-from vmshadow.flows import pcap
+from vmshadow.flows import pcap, records
 from vmshadow.flows.pcap import N_DISSECTIONS, PcapSource, to_flow
 from vmshadow.flows.records import FlowRecord, compact_records
 
@@ -53,6 +53,7 @@ def test_the_streamer_hands_over_compact_records_and_nfstream_is_left_as_it_was(
     assert len(list(PcapSource([shared_data() / CAPTURES[2]]))) > 10
     assert set(handed) == {FlowRecord}, "the meter pickled compact records"
     assert "__reduce__" not in NFlow.__dict__, "the change is undone once the meter runs"
+    assert (NFlow.__init__, NFlow.sync) == (records._nflow_init, records._nflow_sync)
     assert {type(nf) for nf in whole(str(shared_data() / CAPTURES[2]))} == {NFlow}
 
 
