@@ -16,7 +16,7 @@ blocklist entries and one allow after them are two layers, not 10,001 rules.
 The earlier boxes are kept in a trie per address family, one level per dimension (source, destination, transport),
 each box filed under its own block and under its kind alone (or under "any"), so that a query visits only the
 branches that overlap it and reads the highest layer below them; no pair of boxes is ever compared. A query block
-wider than stored blocks (a network over single addresses) scans the stored keys of that level.
+wider than stored blocks (a network over single addresses) finds the stored keys inside it by bisection.
 """
 
 from __future__ import annotations
