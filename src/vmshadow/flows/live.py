@@ -12,7 +12,6 @@ is sent through every shadow port every 0.5 s; what the shadow port itself sends
 from __future__ import annotations
 
 import contextlib
-import itertools
 import multiprocessing
 import os
 import queue
@@ -33,7 +32,7 @@ from nfstream import NFStreamer
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.vmn import VMNMap
 from vmshadow.flows.pcap import N_DISSECTIONS, to_flow
-from vmshadow.flows.records import compact_records
+from vmshadow.flows.records import compact_flows
 
 HEARTBEAT_GROUP = "ff02::1"  # all nodes on the link: stays on the shadow port, needs no address
 HEARTBEAT_PORT = 9  # discard
@@ -171,10 +170,7 @@ def _meter_port(
             n_meters=1,
             performance_report=1,
         )
-        records = iter(streamer)
-        with compact_records():  # nfstream's capture process is forked at the first record, and keeps the change
-            first = next(records, None)
-        for nf in itertools.chain([first] if first is not None else [], records):
+        for nf in compact_flows(streamer):
             performances = _MeterStatsProbe.latest
             if performances:
                 counters[_SOCKET_DROPPED] = sum(int(m[0].value) for m in performances)

@@ -21,7 +21,7 @@ from vmshadow.domain.net import IPAddress
 from vmshadow.domain.vmn import VMNMap
 from vmshadow.flows.capture_file import check_capture
 from vmshadow.flows.community_id import community_id
-from vmshadow.flows.records import compact_records
+from vmshadow.flows.records import compact_flows
 
 # DPI on the first packets only: enough for nDPI's labels, SNI, JA4, DNS query (measured: 99.4 % agreement).
 N_DISSECTIONS = 20
@@ -109,13 +109,7 @@ class PcapSource:
     def _flows(self, path: Path) -> Iterator[Flow]:
         try:
             streamer = NFStreamer(source=str(path), n_dissections=N_DISSECTIONS, statistical_analysis=True, n_meters=1)
-            records = iter(streamer)
-            with compact_records():  # the meter process is forked at the first record, and keeps the change
-                first = next(records, None)
-            if first is None:
-                return
-            yield to_flow(first, self.vmn_map, str(path))
-            for nf in records:
+            for nf in compact_flows(streamer):
                 yield to_flow(nf, self.vmn_map, str(path))
         except ValueError as exc:  # nfstream's way of saying libpcap refused the file
             raise CaptureError(Issue(source=str(path), message=str(exc))) from None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import operator
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -146,3 +146,15 @@ def compact_records() -> Iterator[None]:
                 del NFlow.__reduce__  # back to object.__reduce__: NFlow defines none
                 NFlow.__init__ = _nflow_init
                 NFlow.sync = _nflow_sync
+
+
+def compact_flows(streamer: Iterable[Any]) -> Iterator[Any]:
+    """A streamer's records: nfstream forks its meter at the first one, so that one is asked for inside
+    `compact_records`, and the meter keeps the change for the rest."""
+    records = iter(streamer)
+    with compact_records():
+        first = next(records, None)
+    if first is None:
+        return
+    yield first
+    yield from records
