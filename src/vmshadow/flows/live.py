@@ -18,7 +18,8 @@ import queue
 import signal
 import socket
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.synchronize import Event as MpEvent
@@ -43,7 +44,8 @@ METER_NICENESS = 10
 # The capture ring per shadow port. libpcap's default (2 MiB) held too few of the 64 KB GSO copies of a fast
 # upload while the meter (at SCHED_IDLE) was busy: a 64 MiB upload was metered as 9.4-12.9 MB (docs/scenarios.md).
 SOCKET_BUFFER_BYTES = 32 * 1024 * 1024
-_PROCESSED, _IGNORED, _SOCKET_DROPPED, _QUEUE_DROPPED, _FLOWS = range(5)
+_PROCESSED, _IGNORED, _SOCKET_DROPPED, _QUEUE_DROPPED, _FLOWS, _TRACKED_AT, _SEQ = range(7)
+_N_COUNTERS = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +63,8 @@ class PortHealth:
 
     Packets as the meter read them (a shadow port may receive GSO-merged packets): `processed` (IP packets),
     `ignored` (non-IP, e.g. ARP), `socket_dropped` (the kernel could not hand them to the meter), and
-    `heartbeats` (ours, included in `processed`). Flows: `flows` produced, `queue_dropped` shed because the
-    analysis fell behind.
+    `heartbeats` (ours, sent before the meter's last count: included in `processed` once it has caught up).
+    Flows: `flows` produced, `queue_dropped` shed because the analysis fell behind.
     """
 
     vmn: str
@@ -81,21 +83,60 @@ class PortHealth:
         return max(0, self.processed + self.ignored - self.heartbeats)
 
 
-class _MeterStatsProbe:
-    """Stands in for nfstream's performance-report timer to read the meter's counters instead of printing them.
+def _track_into(counters: Any) -> None:
+    """Make nfstream's meter write its counters straight into `counters`, with the time it took them.
 
-    nfstream keeps per-meter shared counters (dropped, processed, ignored) and hands them only to its report
-    timer, built in the thread that iterates the streamer. Tied to nfstream 6.6 (pinned); the live source tests
-    fail if that changes.
+    nfstream's capture process keeps the socket drops and its processed/ignored packet counts in shared values it
+    refreshes about once a second and shows only to its report timer. Reading them when a flow came out lagged
+    them by up to that second plus the flow's wait, while our heartbeats were counted as sent: `analysed` came out
+    short by the heartbeats of that time (a CI run saw 4 under load). With the time each count was taken, the
+    heartbeats subtracted are those sent before it: exactly the ones it counted once the meter has caught up.
+    Written under a sequence number (odd while writing) so a reader never pairs one update's counts with another's
+    time. Tied to nfstream 6.6's `capture_track` (pinned); the live source tests fail if that changes.
     """
 
-    latest: list[list[Any]] | None = None
+    def capture_track(lib: Any, capture: Any, mode: Any, stats: Any, _: Any, processed: int, ignored: int) -> None:
+        lib.capture_stats(capture, stats, mode)
+        counters[_SEQ] += 1
+        counters[_SOCKET_DROPPED], counters[_PROCESSED], counters[_IGNORED] = stats.dropped, processed, ignored
+        counters[_TRACKED_AT] = time.monotonic_ns()  # CLOCK_MONOTONIC: one clock for every process on the host
+        counters[_SEQ] += 1
 
-    def __init__(self, interval: float, function: Any, performances: list[list[Any]], *args: Any) -> None:
-        type(self).latest = performances
+    nfstream.meter.capture_track = capture_track
 
-    def stop(self) -> None:
-        type(self).latest = None
+
+def _tracked(counters: Any) -> tuple[int, int, int, int]:
+    """(socket_dropped, processed, ignored, tracked_at) from one update of the meter's counters."""
+    while True:
+        seq = counters[_SEQ]
+        values = (counters[_SOCKET_DROPPED], counters[_PROCESSED], counters[_IGNORED], counters[_TRACKED_AT])
+        if seq % 2 == 0 and counters[_SEQ] == seq:
+            return values
+
+
+class _BeatLog:
+    """When each heartbeat went out of one shadow port, to tell how many the meter had read by a given time.
+
+    A beat's time is taken before it is sent, so a beat the meter counted is always before its count's time;
+    beats older than the newest count's time are folded into `read`.
+    """
+
+    def __init__(self) -> None:
+        self._sent: deque[int] = deque()
+        self._read = 0
+        self._lock = threading.Lock()
+
+    def sent(self, at: int) -> None:
+        """A beat went out; `at` was taken before it was sent (one sender: the times stay in order)."""
+        with self._lock:
+            self._sent.append(at)
+
+    def read_by(self, tracked_at: int) -> int:
+        with self._lock:
+            while self._sent and self._sent[0] <= tracked_at:
+                self._sent.popleft()
+                self._read += 1
+            return self._read
 
 
 def _yield_cpu() -> None:
@@ -155,7 +196,7 @@ def _meter_port(
     (this one)."""
     os.setpgrp()  # its own process group, so a stuck meter can be killed with nfstream's capture process
     _yield_cpu()
-    nfstream.streamer.RepeatedTimer = _MeterStatsProbe
+    _track_into(counters)
     _fix_nfstream_lru()  # before the streamer forks its capture process, which inherits the class
     try:
         own_mac = _mac(port.sender)
@@ -168,14 +209,8 @@ def _meter_port(
             n_dissections=N_DISSECTIONS,
             statistical_analysis=True,
             n_meters=1,
-            performance_report=1,
         )
         for nf in compact_flows(streamer):
-            performances = _MeterStatsProbe.latest
-            if performances:
-                counters[_SOCKET_DROPPED] = sum(int(m[0].value) for m in performances)
-                counters[_PROCESSED] = sum(int(m[1].value) for m in performances)
-                counters[_IGNORED] = sum(int(m[2].value) for m in performances)
             if stop.is_set() or retire.is_set():
                 break
             if nf.src_mac == own_mac:
@@ -211,7 +246,7 @@ class LiveSource:
     _beat: threading.Thread | None = field(init=False, repr=False, default=None)
     _beat_stop: threading.Event = field(init=False, repr=False, default_factory=threading.Event)
     _error_text: dict[str, str] = field(init=False, repr=False)
-    _beats: dict[str, int] = field(init=False, repr=False)
+    _beats: dict[str, _BeatLog] = field(init=False, repr=False)
     _late_names: bool = field(init=False, repr=False, default=False)  # some meter's VMN map is older than ours
 
     def __post_init__(self) -> None:
@@ -219,8 +254,8 @@ class LiveSource:
         self._queue = self._ctx.Queue(maxsize=self.queue_size)
         self._errors = self._ctx.Queue()
         self._stop = self._ctx.Event()
-        self._counters = {p.reader: self._ctx.Array("q", 5, lock=False) for p in self.ports}
-        self._beats = {p.reader: 0 for p in self.ports}
+        self._counters = {p.reader: self._ctx.Array("q", _N_COUNTERS, lock=False) for p in self.ports}
+        self._beats = {p.reader: _BeatLog() for p in self.ports}
         self._procs = {}
         self._retire = {}
         self._error_text = {}
@@ -238,9 +273,11 @@ class LiveSource:
             c = self._counters.get(p.reader)
             if c is None:  # forgotten meanwhile (`forget_port`)
                 continue
+            dropped, processed, ignored, tracked_at = _tracked(c)
+            beats = self._beats.get(p.reader)
             out[p.reader] = PortHealth(
-                p.vmn, p.reader, processed=c[_PROCESSED], ignored=c[_IGNORED], socket_dropped=c[_SOCKET_DROPPED],
-                queue_dropped=c[_QUEUE_DROPPED], flows=c[_FLOWS], heartbeats=self._beats.get(p.reader, 0),
+                p.vmn, p.reader, processed=processed, ignored=ignored, socket_dropped=dropped,
+                queue_dropped=c[_QUEUE_DROPPED], flows=c[_FLOWS], heartbeats=beats.read_by(tracked_at) if beats else 0,
                 error=self._error_text.get(p.reader, ""),
             )  # fmt: skip
         return out
@@ -264,8 +301,8 @@ class LiveSource:
         if vmn_map is not None:
             self._late_names = self._late_names or bool(self._procs)  # meters run with an older map
             self.vmn_map = vmn_map
-        self._counters[port.reader] = self._ctx.Array("q", 5, lock=False)
-        self._beats[port.reader] = 0
+        self._counters[port.reader] = self._ctx.Array("q", _N_COUNTERS, lock=False)
+        self._beats[port.reader] = _BeatLog()
         self.ports = [*self.ports, port]  # one assignment: the heartbeat thread and `health` see old or new
         if self._beat is not None:  # started: meter it now, else `start` will
             self._start_meter(port)
@@ -354,6 +391,8 @@ class LiveSource:
                     socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock,
                 ):
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+                    at = time.monotonic_ns()
                     send_heartbeat(sock, port.sender)
-                    if port.reader in self._beats:  # not forgotten meanwhile (`forget_port`)
-                        self._beats[port.reader] = self._beats.get(port.reader, 0) + 1
+                    beats = self._beats.get(port.reader)  # None: forgotten meanwhile (`forget_port`)
+                    if beats is not None:
+                        beats.sent(at)
