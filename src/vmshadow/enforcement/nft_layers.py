@@ -96,42 +96,62 @@ _LAST = 2
 def _insert(level: _Level, values: Sequence[_Value], depth: int, layer: int) -> None:
     if layer > level.top:
         level.top = layer
+    if depth == _LAST:
+        _insert_leaf(level, values[depth], layer)
+        return
     value = values[depth]
-    last = depth == _LAST
     if value is None:
-        if last:
-            level.none = layer if level.none is None or layer > level.none else level.none
-            return
         if level.none is None:
             level.none = _Level()
         _insert(level.none, values, depth + 1, layer)
         return
     kind, blocks = value
+    exact, tops = level.exact, level.tops
     for shift, key in blocks:
-        group = level.exact.get((kind, shift))
+        at = (kind, shift)
+        group = exact.get(at)
         if group is None:
-            group = level.exact[(kind, shift)] = {}
-            level.keys[(kind, shift)] = []
-        if layer > level.tops.get((kind, shift), -1):
-            level.tops[(kind, shift)] = layer
+            group = exact[at] = {}
+            level.keys[at] = []
+            tops[at] = layer
+        elif layer > tops[at]:
+            tops[at] = layer
         found = group.get(key)
         if found is None:
-            bisect.insort(level.keys[(kind, shift)], key)
-        if last:
-            if found is None or layer > found:
-                group[key] = layer
-            continue
-        if found is None:
             found = group[key] = _Level()
+            bisect.insort(level.keys[at], key)
         _insert(found, values, depth + 1, layer)
     by_kind = level.kinds.get(kind)
-    if last:
-        if by_kind is None or layer > by_kind:
-            level.kinds[kind] = layer
-        return
     if by_kind is None:
         by_kind = level.kinds[kind] = _Level()
     _insert(by_kind, values, depth + 1, layer)
+
+
+def _insert_leaf(level: _Level, value: _Value, layer: int) -> None:
+    """The last dimension: the children are layers (a stored block's highest)."""
+    if value is None:
+        if level.none is None or layer > level.none:
+            level.none = layer
+        return
+    kind, blocks = value
+    exact, tops = level.exact, level.tops
+    for shift, key in blocks:
+        at = (kind, shift)
+        group = exact.get(at)
+        if group is None:
+            exact[at], level.keys[at], tops[at] = {key: layer}, [key], layer
+            continue
+        if layer > tops[at]:
+            tops[at] = layer
+        found = group.get(key)
+        if found is None:
+            group[key] = layer
+            bisect.insort(level.keys[at], key)
+        elif layer > found:
+            group[key] = layer
+    by_kind = level.kinds.get(kind)
+    if by_kind is None or layer > by_kind:
+        level.kinds[kind] = layer
 
 
 def _highest(level: _Level, values: Sequence[_Value], depth: int, best: int, budget: list[int]) -> int:
