@@ -9,19 +9,33 @@ and ~80 again when it expires, 170 cffi reads per flow. nfstream forks its meter
 iteration starts, so the meter inherits the change; it is undone once the meter runs, so any other `NFStreamer`
 of the process sees nfstream as it is. Tied to nfstream 6.6 (pinned), like the LRU fix in live.py:
 tests/unit/flows/test_records.py fails if the streamer's records change.
+
+The meter also hands its flows over in batches (`FlowBatch`, up to 256 flows per queue item) instead of one queue
+item per flow: each item costs a lock, a pipe write and a read, a wake-up of the queue's feeder thread (which takes
+the GIL from the meter) and a pickle header, ~25 us of CPU per flow on this machine across the two processes
+(measured with 60,000 records: 2.4 s one by one, 0.5 s in batches of 256). A batch goes out when it is full,
+before any other item (an error, the end) and after every idle scan of the meter (every 10 ms of meter time), so
+no flow waits longer than that. The streamer's queue is made smaller in items by the same factor, so it holds
+about as many flows as before.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import operator
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import nfstream.meter
+import nfstream.streamer
 from nfstream.flow import NFlow
 from nfstream.utils import NFEvent
+
+BATCH_FLOWS = 256
 
 
 @dataclass(slots=True)
@@ -124,6 +138,76 @@ _DISSECTION_FIELDS = (
 )  # fmt: skip
 
 
+class FlowBatch:
+    """Flows the meter hands over as one queue item. The streamer's loop takes it for one record (it reads and
+    rewrites its `id`); `compact_flows` unpacks it."""
+
+    __slots__ = ("flows", "id")
+
+    def __init__(self, flows: list[Any]) -> None:
+        self.id = NFEvent.FLOW
+        self.flows = flows
+
+    def __reduce__(self) -> tuple[type[FlowBatch], tuple[list[Any]]]:
+        return FlowBatch, (self.flows,)
+
+
+class _Batcher:
+    """The meter's end of the streamer's queue: flows are gathered into batches, anything else goes at once."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.flows: list[Any] = []
+
+    def put(self, item: Any) -> None:
+        if isinstance(item, NFlow):
+            self.flows.append(item)
+            if len(self.flows) >= BATCH_FLOWS:
+                self.flush()
+            return
+        self.flush()  # an error or the end comes after the flows before it
+        self.channel.put(item)
+
+    def flush(self) -> None:
+        if self.flows:
+            self.channel.put(FlowBatch(self.flows))
+            self.flows = []
+
+
+_meter_workflow = nfstream.meter.meter_workflow
+_meter_scan = nfstream.meter.meter_scan
+_CHANNEL_ARG = list(inspect.signature(_meter_workflow).parameters).index("channel")
+
+
+def _batching_workflow(*args: Any) -> None:
+    """nfstream's meter process, with its queue behind a `_Batcher`."""
+    given = list(args)
+    given[_CHANNEL_ARG] = _Batcher(given[_CHANNEL_ARG])
+    _meter_workflow(*given)
+
+
+def _scan_then_flush(meter_tick: int, cache: Any, idle_timeout: int, channel: Any, *rest: Any) -> int:
+    """nfstream's idle scan, then what the batch holds goes out: no flow waits longer than a scan period."""
+    expired = int(_meter_scan(meter_tick, cache, idle_timeout, channel, *rest))
+    if isinstance(channel, _Batcher):
+        channel.flush()
+    return expired
+
+
+class _BatchContext:
+    """The streamer's multiprocessing context, with its flow queue `BATCH_FLOWS` times smaller in items (so about
+    as large in flows: the meter's backpressure, and its memory, stay where nfstream put them)."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def Queue(self, maxsize: int = 0) -> Any:  # noqa: N802 - the multiprocessing name
+        return self._context.Queue(maxsize=max(256, maxsize // BATCH_FLOWS) if maxsize > 0 else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 _lock = threading.Lock()
 _depth = 0  # blocks running now (streamers may start in several threads)
 
@@ -137,6 +221,8 @@ def compact_records() -> Iterator[None]:
         NFlow.__reduce__ = _reduce
         NFlow.__init__ = _lean_init
         NFlow.sync = _lean_sync
+        nfstream.streamer.meter_workflow = _batching_workflow  # the meter process's target, read at its start
+        nfstream.meter.meter_scan = _scan_then_flush
     try:
         yield
     finally:
@@ -146,15 +232,22 @@ def compact_records() -> Iterator[None]:
                 del NFlow.__reduce__  # back to object.__reduce__: NFlow defines none
                 NFlow.__init__ = _nflow_init
                 NFlow.sync = _nflow_sync
+                nfstream.streamer.meter_workflow = _meter_workflow
+                nfstream.meter.meter_scan = _meter_scan
 
 
-def compact_flows(streamer: Iterable[Any]) -> Iterator[Any]:
-    """A streamer's records: nfstream forks its meter at the first one, so that one is asked for inside
-    `compact_records`, and the meter keeps the change for the rest."""
-    records = iter(streamer)
+def compact_flows(streamer: Any) -> Iterator[Any]:
+    """A streamer's records, one by one: nfstream forks its meter at the first item, so that one is asked for
+    inside `compact_records`, and the meter keeps the change for the rest."""
+    if not isinstance(streamer._mp_context, _BatchContext):
+        streamer._mp_context = _BatchContext(streamer._mp_context)
+    items: Iterator[Any] = iter(streamer)
     with compact_records():
-        first = next(records, None)
+        first = next(items, None)
     if first is None:
         return
-    yield first
-    yield from records
+    for item in itertools.chain((first,), items):
+        if isinstance(item, FlowBatch):
+            yield from item.flows
+        else:
+            yield item
