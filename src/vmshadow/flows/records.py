@@ -239,6 +239,8 @@ def compact_records() -> Iterator[None]:
 def compact_flows(streamer: Any) -> Iterator[Any]:
     """A streamer's records, one by one: nfstream forks its meter at the first item, so that one is asked for
     inside `compact_records`, and the meter keeps the change for the rest."""
+    if not streamer.statistical_analysis:  # a record carries the TCP flag counts: its pickling would fail in the meter
+        raise ValueError("compact_flows needs a streamer with statistical_analysis=True")
     if not isinstance(streamer._mp_context, _BatchContext):
         streamer._mp_context = _BatchContext(streamer._mp_context)
     items: Iterator[Any] = iter(streamer)

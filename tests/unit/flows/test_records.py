@@ -67,3 +67,37 @@ def test_blocks_in_several_threads_undo_the_change_only_when_the_last_ends() -> 
             assert "__reduce__" in NFlow.__dict__
         assert "__reduce__" in NFlow.__dict__, "an outer block still runs"
     assert "__reduce__" not in NFlow.__dict__
+
+
+class _CountingStreamer(NFStreamer):  # type: ignore[misc]
+    """An NFStreamer that notes the type of every item its queue handed over."""
+
+    handed: list[type]
+
+    def __iter__(self) -> Any:
+        self.handed = []
+        for item in super().__iter__():
+            self.handed.append(type(item))
+            yield item
+
+
+def test_the_meter_hands_flows_over_in_batches_and_the_queue_holds_as_many_flows() -> None:
+    streamer = _CountingStreamer(
+        source=str(shared_data() / "ndpi/pcap/synscan.pcap"),
+        n_dissections=N_DISSECTIONS,
+        statistical_analysis=True,
+        n_meters=1,
+    )
+    flows = list(records.compact_flows(streamer))
+    assert len(flows) > 1000
+    assert set(streamer.handed) == {records.FlowBatch}
+    assert len(streamer.handed) <= len(flows) / 100, "a queue item per flow again"
+    assert all(isinstance(f, FlowRecord) for f in flows)
+    queue = streamer._mp_context.Queue(maxsize=32767)  # what nfstream asks for: 32,767 flows' worth of items
+    assert queue._maxsize == max(256, 32767 // records.BATCH_FLOWS)
+
+
+def test_a_streamer_without_the_record_fields_is_refused_before_its_meter_starts() -> None:
+    streamer = NFStreamer(source=str(shared_data() / CAPTURES[2]), n_dissections=N_DISSECTIONS, n_meters=1)
+    with pytest.raises(ValueError, match="statistical_analysis"):
+        next(records.compact_flows(streamer))
