@@ -214,7 +214,8 @@ _depth = 0  # blocks running now (streamers may start in several threads)
 
 @contextmanager
 def compact_records() -> Iterator[None]:
-    """While the block runs, an `NFlow` pickles as a `FlowRecord`; start the streamer's iteration inside it."""
+    """While the block runs, an `NFlow` pickles as a `FlowRecord` and a meter started hands its flows over in
+    `FlowBatch`es: iterate a streamer through `compact_flows`, which starts it inside the block and unpacks them."""
     global _depth
     with _lock:
         _depth += 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import nfstream.meter
+import nfstream.streamer
 import pytest
 from nfstream import NFStreamer
 from nfstream.flow import NFlow
@@ -54,6 +56,10 @@ def test_the_streamer_hands_over_compact_records_and_nfstream_is_left_as_it_was(
     assert set(handed) == {FlowRecord}, "the meter pickled compact records"
     assert "__reduce__" not in NFlow.__dict__, "the change is undone once the meter runs"
     assert (NFlow.__init__, NFlow.sync) == (records._nflow_init, records._nflow_sync)
+    assert (nfstream.streamer.meter_workflow, nfstream.meter.meter_scan) == (
+        records._meter_workflow,
+        records._meter_scan,
+    )
     assert {type(nf) for nf in whole(str(shared_data() / CAPTURES[2]))} == {NFlow}
 
 
