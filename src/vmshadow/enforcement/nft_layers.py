@@ -106,25 +106,29 @@ def _insert(level: _Level, values: Sequence[_Value], depth: int, layer: int) -> 
         _insert(level.none, values, depth + 1, layer)
         return
     kind, blocks = value
-    exact, tops = level.exact, level.tops
     for shift, key in blocks:
-        at = (kind, shift)
-        group = exact.get(at)
-        if group is None:
-            group = exact[at] = {}
-            level.keys[at] = []
-            tops[at] = layer
-        elif layer > tops[at]:
-            tops[at] = layer
+        group = _group(level, (kind, shift), layer)
         found = group.get(key)
         if found is None:
             found = group[key] = _Level()
-            bisect.insort(level.keys[at], key)
+            bisect.insort(level.keys[(kind, shift)], key)
         _insert(found, values, depth + 1, layer)
     by_kind = level.kinds.get(kind)
     if by_kind is None:
         by_kind = level.kinds[kind] = _Level()
     _insert(by_kind, values, depth + 1, layer)
+
+
+def _group(level: _Level, at: tuple[str, int], layer: int) -> dict[int, Any]:
+    """The children filed under (kind, shift) `at`, made if new, with `layer` counted in their highest."""
+    group = level.exact.get(at)
+    if group is None:
+        group = level.exact[at] = {}
+        level.keys[at] = []
+        level.tops[at] = layer
+    elif layer > level.tops[at]:
+        level.tops[at] = layer
+    return group
 
 
 def _insert_leaf(level: _Level, value: _Value, layer: int) -> None:
@@ -134,19 +138,12 @@ def _insert_leaf(level: _Level, value: _Value, layer: int) -> None:
             level.none = layer
         return
     kind, blocks = value
-    exact, tops = level.exact, level.tops
     for shift, key in blocks:
-        at = (kind, shift)
-        group = exact.get(at)
-        if group is None:
-            exact[at], level.keys[at], tops[at] = {key: layer}, [key], layer
-            continue
-        if layer > tops[at]:
-            tops[at] = layer
+        group = _group(level, (kind, shift), layer)
         found = group.get(key)
         if found is None:
             group[key] = layer
-            bisect.insort(level.keys[at], key)
+            bisect.insort(level.keys[(kind, shift)], key)
         elif layer > found:
             group[key] = layer
     by_kind = level.kinds.get(kind)
