@@ -22,7 +22,11 @@ _PORT_PROTOCOLS = frozenset({1, 6, 17, 58, 132})
 
 def community_id(src: IPAddress, dst: IPAddress, protocol: int, src_port: int, dst_port: int, seed: int = 0) -> str:
     """The `1:<base64>` Community ID of a flow. For ICMP, ports are (type, code)."""
-    saddr, daddr = src.packed, dst.packed
+    return packed_community_id(src.packed, dst.packed, protocol, src_port, dst_port, seed)
+
+
+def packed_community_id(saddr: bytes, daddr: bytes, protocol: int, src_port: int, dst_port: int, seed: int = 0) -> str:
+    """`community_id` from the addresses in network byte order (as `inet_pton` gives them)."""
     one_way = False
     if protocol in (1, 58):
         pairs = _ICMP4_PAIRS if protocol == 1 else _ICMP6_PAIRS

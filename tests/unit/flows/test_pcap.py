@@ -52,8 +52,9 @@ def reference_to_flow(nf: Any, vmn_map: VMNMap, source: str) -> Flow:
      "fe80::1%eth0", "ff02::fb", "2001:db8:0:0:1:0:0:1"],
 )  # fmt: skip
 def test_address_is_ip_address(text: str) -> None:
-    got, expected = _address(text), ipaddress.ip_address(text)
+    (got, packed), expected = _address(text), ipaddress.ip_address(text)
     assert got == expected
+    assert packed == expected.packed
     assert type(got) is type(expected)
     assert str(got) == str(expected)
 
