@@ -93,7 +93,10 @@ _Value = tuple[str, tuple[Block, ...]] | None
 _LAST = 2
 
 
-def _insert(level: _Level, values: Sequence[_Value], depth: int, layer: int) -> None:
+def _insert(level: _Level, values: tuple[_Value, ...], depth: int, layer: int, done: set[Any]) -> None:
+    """File one box's path under `level` at `layer`. `done` holds the kind branches this TMR has filed already:
+    its boxes differ in their blocks, so their paths under a kind alone repeat (a group's ten MACs are one path
+    under "mac"), and filing the same path at the same layer again changes nothing."""
     if layer > level.top:
         level.top = layer
     if depth == _LAST:
@@ -103,7 +106,7 @@ def _insert(level: _Level, values: Sequence[_Value], depth: int, layer: int) -> 
     if value is None:
         if level.none is None:
             level.none = _Level()
-        _insert(level.none, values, depth + 1, layer)
+        _insert(level.none, values, depth + 1, layer, done)
         return
     kind, blocks = value
     for shift, key in blocks:
@@ -112,11 +115,14 @@ def _insert(level: _Level, values: Sequence[_Value], depth: int, layer: int) -> 
         if found is None:
             found = group[key] = _Level()
             bisect.insort(level.keys[(kind, shift)], key)
-        _insert(found, values, depth + 1, layer)
+        _insert(found, values, depth + 1, layer, done)
     by_kind = level.kinds.get(kind)
     if by_kind is None:
         by_kind = level.kinds[kind] = _Level()
-    _insert(by_kind, values, depth + 1, layer)
+    branch = (id(by_kind), values[depth + 1 :])
+    if branch not in done:
+        done.add(branch)
+        _insert(by_kind, values, depth + 1, layer, done)
 
 
 def _group(level: _Level, at: tuple[str, int], layer: int) -> dict[int, Any]:
@@ -225,9 +231,10 @@ def assign_layers(tmr_boxes: Sequence[Sequence[Box]]) -> list[int]:
                 best = _highest(trie, values, 0, best, budget)
         layer = best + 1
         layers.append(layer)
+        done: set[Any] = set()
         for family, values in paths:
             trie = tries.get(family)
             if trie is None:
                 trie = tries[family] = _Level()
-            _insert(trie, values, 0, layer)
+            _insert(trie, values, 0, layer, done)
     return layers

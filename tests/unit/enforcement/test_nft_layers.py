@@ -82,3 +82,14 @@ def test_a_network_above_its_addresses_and_a_blocklist_in_one_layer() -> None:
     layers = assign_layers([*addresses, network, allow_after])
     assert layers[:1000] == [0] * 1000
     assert layers[1000:] == [1, 0]
+
+
+def test_boxes_that_share_a_path_under_their_kind_are_filed_once_and_still_found() -> None:
+    """A group's members (several MACs, one port) are one path under "mac" alone; a later TMR of another kind meets
+    it there, and one on another port does not."""
+    group = [Box(4, ("mac", (0, member)), None, ((0, 80),)) for member in (1, 2, 3)]
+    by_address = [Box(4, ("ip", (0, 9)), None, ((0, 80),))]
+    other_port = [Box(4, ("ip", (0, 9)), None, ((0, 81),))]
+    same_port_later = [Box(4, ("mac", (0, 7)), None, ((0, 80),))]
+    tmr_boxes = [group, by_address, other_port, same_port_later]
+    assert assign_layers(tmr_boxes) == _reference(tmr_boxes) == [0, 1, 0, 2]
