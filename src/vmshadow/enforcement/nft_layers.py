@@ -110,11 +110,9 @@ def _insert(level: _Level, values: tuple[_Value, ...], depth: int, layer: int, d
         return
     kind, blocks = value
     for shift, key in blocks:
-        group = _group(level, (kind, shift), layer)
-        found = group.get(key)
+        group, found = _filed(level, kind, shift, key, layer)
         if found is None:
             found = group[key] = _Level()
-            bisect.insort(level.keys[(kind, shift)], key)
         _insert(found, values, depth + 1, layer, done)
     by_kind = level.kinds.get(kind)
     if by_kind is None:
@@ -125,8 +123,10 @@ def _insert(level: _Level, values: tuple[_Value, ...], depth: int, layer: int, d
         _insert(by_kind, values, depth + 1, layer, done)
 
 
-def _group(level: _Level, at: tuple[str, int], layer: int) -> dict[int, Any]:
-    """The children filed under (kind, shift) `at`, made if new, with `layer` counted in their highest."""
+def _filed(level: _Level, kind: str, shift: int, key: int, layer: int) -> tuple[dict[int, Any], Any]:
+    """The children filed under (kind, shift), made if new, with `layer` counted in their highest, and the child
+    at `key` (None when new: the caller files it; its key is listed already)."""
+    at = (kind, shift)
     group = level.exact.get(at)
     if group is None:
         group = level.exact[at] = {}
@@ -134,7 +134,10 @@ def _group(level: _Level, at: tuple[str, int], layer: int) -> dict[int, Any]:
         level.tops[at] = layer
     elif layer > level.tops[at]:
         level.tops[at] = layer
-    return group
+    found = group.get(key)
+    if found is None:
+        bisect.insort(level.keys[at], key)
+    return group, found
 
 
 def _insert_leaf(level: _Level, value: _Value, layer: int) -> None:
@@ -145,12 +148,8 @@ def _insert_leaf(level: _Level, value: _Value, layer: int) -> None:
         return
     kind, blocks = value
     for shift, key in blocks:
-        group = _group(level, (kind, shift), layer)
-        found = group.get(key)
-        if found is None:
-            group[key] = layer
-            bisect.insort(level.keys[(kind, shift)], key)
-        elif layer > found:
+        group, found = _filed(level, kind, shift, key, layer)
+        if found is None or layer > found:
             group[key] = layer
     by_kind = level.kinds.get(kind)
     if by_kind is None or layer > by_kind:
