@@ -176,7 +176,14 @@ def _loop(
     assert proposal.rule is not None
     rule_id = proposal.rule.id
     with open_enforcer(tm) as enforcer:
-        hits = wait_for(lambda: enforcer.counters().get(rule_id, 0), timeout_s=5, what="hits counted in the kernel")
+        # each look sends another blocked attempt first: the test is that blocked packets are counted, not that one
+        # particular SYN was (once, in a loaded full-suite run, the count after the single attempt above stayed 0)
+        hits = wait_for(
+            lambda: not connects(vm1, vm2, SERVICE_PORT) and enforcer.counters().get(rule_id, 0),
+            timeout_s=10,
+            what="hits counted in the kernel",
+            detail=lambda: str(enforcer.rule_counters()),
+        )
     assert hits >= 1
 
     def hits_outcomes() -> list[dict[str, object]]:  # recorded by the service's measuring duty, not by the test
