@@ -16,7 +16,7 @@ import pytest
 from tests.integration.labkit import drain, metered, send_udp, tagged_lab, udp_listener, wait_until
 from vmshadow.adapters.sql import open_store
 from vmshadow.capture import CopyBudget, attach, mirror_counters, shed_counters
-from vmshadow.capture.shadow_port import refresh
+from vmshadow.capture.shadow_port import ShadowPort, refresh
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.tmr import TMR, Action, Endpoint, TMRSet
 from vmshadow.enforcement.nft import NftEnforcer
@@ -53,6 +53,11 @@ def collect(live: LiveSource, wanted: int, dst: str, timeout_s: float = 15) -> l
 
     wait_until(more, timeout_s=timeout_s, every_s=0)
     return found
+
+
+def mirrored(port: ShadowPort) -> int:
+    """Copies tc made into `port` (both directions) since it was attached."""
+    return sum(c.packets for c in mirror_counters(port).values())
 
 
 def base_port() -> int:
@@ -129,21 +134,18 @@ def test_mirrored_equals_analysed_plus_dropped(lab: LabState, source: LiveSource
     reader = metered(vm1).reader
     assert wait_until(lambda: source.health[reader].heartbeats > 2, timeout_s=10)
 
-    def mirrored() -> int:
-        return sum(c.packets for c in mirror_counters(port).values())
-
     def analysed_plus_dropped() -> int:
         h = source.health[reader]
         return h.analysed + h.socket_dropped
 
-    base_mirrored, base_seen = mirrored(), analysed_plus_dropped()
+    base_mirrored, base_seen = mirrored(port), analysed_plus_dropped()
     first = base_port()
     send_udp(vm1.namespace, str(vm2.address.ip), range(first, first + 200))
     # counted in flight: wait until the meter has caught up with the mirror, then compare
     assert wait_until(
-        lambda: abs((mirrored() - base_mirrored) - (analysed_plus_dropped() - base_seen)) <= 2, timeout_s=15
-    ), f"mirrored {mirrored() - base_mirrored}, analysed+dropped {analysed_plus_dropped() - base_seen}"
-    assert mirrored() - base_mirrored >= 200
+        lambda: abs((mirrored(port) - base_mirrored) - (analysed_plus_dropped() - base_seen)) <= 2, timeout_s=15
+    ), f"mirrored {mirrored(port) - base_mirrored}, analysed+dropped {analysed_plus_dropped() - base_seen}"
+    assert mirrored(port) - base_mirrored >= 200
 
 
 def test_heartbeats_never_show_as_missing_analysis(lab: LabState, source: LiveSource) -> None:
@@ -155,16 +157,13 @@ def test_heartbeats_never_show_as_missing_analysis(lab: LabState, source: LiveSo
     reader = metered(vm1).reader
     assert wait_until(lambda: source.health[reader].heartbeats > 2, timeout_s=10)
 
-    def mirrored() -> int:
-        return sum(c.packets for c in mirror_counters(port).values())
-
     for _ in range(3):  # a window in which the VMN itself sent something (an ARP probe) says nothing: try again
-        before, seen = mirrored(), []
+        before, seen = mirrored(port), []
         deadline = time.monotonic() + 4  # eight heartbeats, four counts of the meter
         while time.monotonic() < deadline:
             seen.append(source.health[reader].analysed)
             time.sleep(0.05)  # sampling pace, not a wait for a condition
-        if mirrored() == before:
+        if mirrored(port) == before:
             break
     else:
         pytest.fail("the VMN never stayed quiet for 4 s")
@@ -200,23 +199,20 @@ def test_sent_equals_analysed_plus_socket_drops_plus_shed_under_a_small_budget(
         port = attach(vm1.name, vm1.host_interface, budget=budget)
         assert wait_until(lambda: source.health[reader].heartbeats > 2, timeout_s=10)
 
-        def mirrored() -> int:
-            return sum(c.packets for c in mirror_counters(port).values())
-
         def analysed_plus_dropped() -> int:
             h = source.health[reader]
             return h.analysed + h.socket_dropped
 
-        base_mirrored, base_seen, base_shed = mirrored(), analysed_plus_dropped(), shed_counters(port).packets
+        base_mirrored, base_seen, base_shed = mirrored(port), analysed_plus_dropped(), shed_counters(port).packets
         first = base_port()
         with udp_listener(vm2.namespace, first) as listener:
             listener.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)  # room for the whole burst
             send_udp(vm1.namespace, str(vm2.address.ip), range(first, first + 1), repeat=sent)
             assert drain(listener, expect=sent, timeout_s=10) == sent, "the budget never costs a live packet"
         assert wait_until(
-            lambda: abs((mirrored() - base_mirrored) - (analysed_plus_dropped() - base_seen)) <= 2, timeout_s=15
-        ), f"mirrored {mirrored() - base_mirrored}, analysed+dropped {analysed_plus_dropped() - base_seen}"
-        copied, shed = mirrored() - base_mirrored, shed_counters(port).packets - base_shed
+            lambda: abs((mirrored(port) - base_mirrored) - (analysed_plus_dropped() - base_seen)) <= 2, timeout_s=15
+        ), f"mirrored {mirrored(port) - base_mirrored}, analysed+dropped {analysed_plus_dropped() - base_seen}"
+        copied, shed = mirrored(port) - base_mirrored, shed_counters(port).packets - base_shed
     finally:
         attach(vm1.name, vm1.host_interface)
     assert shed > 0, "the burst was over the budget"

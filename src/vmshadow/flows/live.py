@@ -45,7 +45,7 @@ METER_NICENESS = 10
 # upload while the meter (at SCHED_IDLE) was busy: a 64 MiB upload was metered as 9.4-12.9 MB (docs/scenarios.md).
 SOCKET_BUFFER_BYTES = 32 * 1024 * 1024
 _PROCESSED, _IGNORED, _SOCKET_DROPPED, _QUEUE_DROPPED, _FLOWS, _TRACKED_AT, _SEQ = range(7)
-_N_COUNTERS = 7
+_N_COUNTERS = _SEQ + 1
 
 
 @dataclass(frozen=True, slots=True)

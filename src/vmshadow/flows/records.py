@@ -15,8 +15,9 @@ item per flow: each item costs a lock, a pipe write and a read, a wake-up of the
 the GIL from the meter) and a pickle header, ~25 us of CPU per flow on this machine across the two processes
 (measured with 60,000 records: 2.4 s one by one, 0.5 s in batches of 256). A batch goes out when it is full,
 before any other item (an error, the end) and after every idle scan of the meter (every 10 ms of meter time), so
-no flow waits longer than that. The streamer's queue is made smaller in items by the same factor, so it holds
-about as many flows as before.
+no flow waits longer than that. The streamer's queue is made smaller in items by the same factor, but holds at
+least `MIN_QUEUE_ITEMS` (a live meter's batches are often a flow or two), so it holds at most 65,536 full flows
+where nfstream held 32,767.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from nfstream.flow import NFlow
 from nfstream.utils import NFEvent
 
 BATCH_FLOWS = 256
+MIN_QUEUE_ITEMS = 256  # the streamer's queue in batches, at least (nfstream's 32,767 / 256 is 127)
 
 
 @dataclass(slots=True)
@@ -195,14 +197,15 @@ def _scan_then_flush(meter_tick: int, cache: Any, idle_timeout: int, channel: An
 
 
 class _BatchContext:
-    """The streamer's multiprocessing context, with its flow queue `BATCH_FLOWS` times smaller in items (so about
-    as large in flows: the meter's backpressure, and its memory, stay where nfstream put them)."""
+    """The streamer's multiprocessing context, with its flow queue `BATCH_FLOWS` times smaller in items but at
+    least `MIN_QUEUE_ITEMS` long: the meter's backpressure, and its memory, stay within twice where nfstream put
+    them."""
 
     def __init__(self, context: Any) -> None:
         self._context = context
 
     def Queue(self, maxsize: int = 0) -> Any:  # noqa: N802 - the multiprocessing name
-        return self._context.Queue(maxsize=max(256, maxsize // BATCH_FLOWS) if maxsize > 0 else 0)
+        return self._context.Queue(maxsize=max(MIN_QUEUE_ITEMS, maxsize // BATCH_FLOWS) if maxsize > 0 else 0)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)

@@ -100,7 +100,7 @@ def test_the_meter_hands_flows_over_in_batches_and_the_queue_holds_as_many_flows
     assert len(streamer.handed) <= len(flows) / 100, "a queue item per flow again"
     assert all(isinstance(f, FlowRecord) for f in flows)
     queue = streamer._mp_context.Queue(maxsize=32767)  # what nfstream asks for: 32,767 flows' worth of items
-    assert queue._maxsize == max(256, 32767 // records.BATCH_FLOWS)
+    assert queue._maxsize == 256, "at most 65,536 flows of full batches, twice nfstream's bound"
 
 
 def test_a_streamer_without_the_record_fields_is_refused_before_its_meter_starts() -> None:
