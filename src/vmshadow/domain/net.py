@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -117,3 +118,28 @@ def is_unicast(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv4Address):
         return value >> 28 != 0xE and value != 0 and value != 0xFFFFFFFF
     return value >> 120 != 0xFF and value != 0
+
+
+_TEXTS_V4: dict[int, str] = {}
+_TEXTS_V6: dict[int, str] = {}
+MAX_TEXTS = 65_536  # per family; a full memo starts over (a spoofed flood would otherwise grow it without bound)
+
+
+def address_text(address: IPAddress) -> str:
+    """`str(address)`, remembered for the last addresses asked (per family, at most `MAX_TEXTS`).
+
+    State keys are built from addresses for every flow, and several detectors ask for the same flow's addresses:
+    a remembered text costs ~0.1 us, against 0.2 us to print an IPv4 address and 2.7 us for IPv6 (`str()`)."""
+    value = int(address)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id:  # the integer leaves the zone out (fe80::1%eth0)
+            return str(address)
+        texts = _TEXTS_V6
+    else:
+        texts = _TEXTS_V4
+    text = texts.get(value)
+    if text is None:
+        if len(texts) >= MAX_TEXTS:
+            texts.clear()
+        text = texts[value] = socket.inet_ntoa(value.to_bytes(4, "big")) if texts is _TEXTS_V4 else str(address)
+    return text

@@ -21,7 +21,12 @@ from vmshadow.domain.net import IPAddress
 from vmshadow.domain.vmn import VMNMap
 from vmshadow.flows.capture_file import check_capture
 from vmshadow.flows.community_id import packed_community_id
-from vmshadow.flows.records import compact_flows
+from vmshadow.flows.read_ahead import read_ahead
+from vmshadow.flows.records import compact_batches
+
+# Records read ahead of the analysis, in the meter's batches (up to 256 flows each): the next file's meter starts
+# while the detectors work through the flows before it, and at most as many flows wait here as in the meter's queue.
+READ_AHEAD_BATCHES = 256
 
 # DPI on the first packets only: enough for nDPI's labels, SNI, JA4, DNS query (measured: 99.4 % agreement).
 N_DISSECTIONS = 20
@@ -106,13 +111,25 @@ class PcapSource:
         self.captures = [check_capture(p) for p in self.paths]
 
     def __iter__(self) -> Iterator[Flow]:
-        for path in self.paths:
-            yield from self._flows(path)
+        vmn_map = self.vmn_map
+        # with one file there is no next meter to start early, only a thread to hand the records over
+        batches = (
+            read_ahead(self._batches, READ_AHEAD_BATCHES, name="pcap-read-ahead")
+            if len(self.paths) > 1
+            else self._batches()
+        )
+        for source, batch in batches:
+            for nf in batch:
+                yield to_flow(nf, vmn_map, source)
 
-    def _flows(self, path: Path) -> Iterator[Flow]:
-        try:
-            streamer = NFStreamer(source=str(path), n_dissections=N_DISSECTIONS, statistical_analysis=True, n_meters=1)
-            for nf in compact_flows(streamer):
-                yield to_flow(nf, self.vmn_map, str(path))
-        except ValueError as exc:  # nfstream's way of saying libpcap refused the file
-            raise CaptureError(Issue(source=str(path), message=str(exc))) from None
+    def _batches(self) -> Iterator[tuple[str, list[Any]]]:
+        """Each file's records in the meter's batches, file after file (run ahead of the analysis)."""
+        for path in self.paths:
+            try:
+                streamer = NFStreamer(
+                    source=str(path), n_dissections=N_DISSECTIONS, statistical_analysis=True, n_meters=1
+                )
+                for batch in compact_batches(streamer):
+                    yield str(path), batch
+            except ValueError as exc:  # nfstream's way of saying libpcap refused the file
+                raise CaptureError(Issue(source=str(path), message=str(exc))) from None

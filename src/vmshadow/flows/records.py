@@ -240,9 +240,10 @@ def compact_records() -> Iterator[None]:
                 nfstream.meter.meter_scan = _meter_scan
 
 
-def compact_flows(streamer: Any) -> Iterator[Any]:
-    """A streamer's records, one by one: nfstream forks its meter at the first item, so that one is asked for
-    inside `compact_records`, and the meter keeps the change for the rest."""
+def compact_batches(streamer: Any) -> Iterator[list[Any]]:
+    """A streamer's records, as the meter handed them over (a batch, or a record alone): nfstream forks its meter
+    at the first item, so that one is asked for inside `compact_records`, and the meter keeps the change for the
+    rest."""
     if not streamer.statistical_analysis:  # a record carries the TCP flag counts: its pickling would fail in the meter
         raise ValueError("compact_flows needs a streamer with statistical_analysis=True")
     if not isinstance(streamer._mp_context, _BatchContext):
@@ -253,7 +254,10 @@ def compact_flows(streamer: Any) -> Iterator[Any]:
     if first is None:
         return
     for item in itertools.chain((first,), items):
-        if isinstance(item, FlowBatch):
-            yield from item.flows
-        else:
-            yield item
+        yield item.flows if isinstance(item, FlowBatch) else [item]
+
+
+def compact_flows(streamer: Any) -> Iterator[Any]:
+    """A streamer's records, one by one (see `compact_batches`)."""
+    for batch in compact_batches(streamer):
+        yield from batch

@@ -18,7 +18,7 @@ from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import Flow
 from vmshadow.domain.ids import stable_id
-from vmshadow.domain.net import is_unicast
+from vmshadow.domain.net import address_text, is_unicast
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -142,7 +142,7 @@ class HSTDetector(Detector[HSTSettings]):
         """`observe`, also returning the flow's score (for evaluation: ROC and PR curves need every score)."""
         if flow.src_port < 1024 <= flow.dst_port:
             return Judgement(), []  # servers' replies describe the client, not the VMN
-        key = flow.src_vmn or str(flow.src_ip)
+        key = flow.src_vmn or address_text(flow.src_ip)
         if not flow.answered and key not in self._vmns:
             return Judgement(), []  # only an answered flow starts a model: a spoofed flood must not fill the table
         if not is_unicast(flow.dst_ip):  # after the cheap tests: it costs microseconds
@@ -161,7 +161,7 @@ class HSTDetector(Detector[HSTSettings]):
 
     def score(self, flow: Flow) -> float | None:
         """The score the flow's VMN model gives it now, learning nothing (None while that model does not score)."""
-        state = self._vmns.get(flow.src_vmn or str(flow.src_ip))
+        state = self._vmns.get(flow.src_vmn or address_text(flow.src_ip))
         if state is None or state.model is None or state.flows < self.settings.warmup_flows:
             return None
         return float(state.model.score_one(extract_features(flow)))

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vmshadow.analysis.detector import Detector, DetectorSettings
-from vmshadow.analysis.hunting.episodes import MAX_EVIDENCE, RecentByKey, address_text
+from vmshadow.analysis.hunting.episodes import MAX_EVIDENCE, RecentByKey
 from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, UDP, Flow
 from vmshadow.domain.ids import stable_id
-from vmshadow.domain.net import is_unicast
+from vmshadow.domain.net import address_text, is_unicast
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:

@@ -17,6 +17,7 @@ from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import SHARED_RESOLVERS, Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, UDP, Flow
 from vmshadow.domain.ids import stable_id
+from vmshadow.domain.net import address_text
 
 # Public suffixes with more than one label, so that `a.b.example.co.uk` has the parent `example.co.uk`. This is an
 # approximation of the Public Suffix List (eTLD+1): a name under a multi-label suffix missing here gets the suffix
@@ -273,7 +274,7 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
             act.subdomains[sub] = max(at_ms, previous or at_ms)
             if len(act.subdomains) > s.max_subdomains:
                 act.subdomains.popitem(last=False)
-        resolver = str(flow.dst_ip)
+        resolver = address_text(flow.dst_ip)
         self._servers.note(resolver, parent)
         if resolver not in act.resolvers and len(act.resolvers) < 8:
             act.resolvers.append(resolver)
@@ -355,7 +356,7 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
             label = parent.split(".", 1)[0]
             if "." not in parent or not looks_generated(label):
                 continue
-            ep, reached = self._dga.add(str(flow.src_ip), parent, at_ms, flow.community_id)
+            ep, reached = self._dga.add(address_text(flow.src_ip), parent, at_ms, flow.community_id)
             if reached:
                 findings.append(self._dga_finding(flow, list(ep.items), ep.started_ms, list(ep.evidence)))
         return findings

@@ -15,36 +15,12 @@ collector off), its state ~2.8 KB -> ~1 KB per source (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from vmshadow.domain.net import IPAddress
-
 MAX_EVIDENCE = 50
-
-
-_TEXTS_V4: dict[int, str] = {}
-_TEXTS_V6: dict[int, str] = {}
-MAX_TEXTS = 65_536  # per family; a full memo starts over (a spoofed flood would otherwise grow it without bound)
-
-
-def address_text(address: IPAddress) -> str:
-    """`str(address)`, remembered for the last addresses asked (per family, at most `MAX_TEXTS`).
-
-    State keys are built from addresses for every flow, and several detectors ask for the same flow's addresses:
-    a remembered text costs ~0.1 us, against 0.2 us to print an IPv4 address and 2.7 us for IPv6 (`str()`)."""
-    value = int(address)
-    texts = _TEXTS_V4 if type(address) is ipaddress.IPv4Address else _TEXTS_V6
-    text = texts.get(value)
-    if text is None:
-        if len(texts) >= MAX_TEXTS:
-            texts.clear()
-        text = texts[value] = socket.inet_ntoa(value.to_bytes(4, "big")) if texts is _TEXTS_V4 else str(address)
-    return text
 
 
 @dataclass(slots=True)

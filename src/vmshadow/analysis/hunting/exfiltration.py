@@ -14,7 +14,7 @@ from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, Flow
 from vmshadow.domain.ids import stable_id
-from vmshadow.domain.net import is_unicast
+from vmshadow.domain.net import address_text, is_unicast
 
 MAX_PORTS = 16  # destination ports remembered per transfer (for the finding's targets)
 
@@ -129,10 +129,10 @@ class ExfiltrationDetector(Detector[ExfiltrationSettings]):
         if not is_unicast(flow.dst_ip):  # after the cheap tests: it costs microseconds
             return []
         at_ms = int(flow.last_seen_at.timestamp() * 1000)
-        key = flow.src_vmn or str(flow.src_ip)
+        key = flow.src_vmn or address_text(flow.src_ip)
         baseline = self._baseline(key)
         self._close_windows(baseline, at_ms)
-        destination = str(flow.dst_ip)
+        destination = address_text(flow.dst_ip)
         transfer = baseline.transfers.get(destination)
         if transfer is None:
             transfer = Transfer(started_ms=at_ms, latest_ms=at_ms)
@@ -166,7 +166,10 @@ class ExfiltrationDetector(Detector[ExfiltrationSettings]):
         s = self.settings
         if not s.cold_start_bytes or transfer.sent_bytes < max(s.cold_start_bytes, transfer.next_alert_bytes):
             return []
-        if baseline.met.get(str(flow.dst_ip), 0) or transfer.latest_ms - transfer.started_ms > s.cold_start_s * 1000:
+        if (
+            baseline.met.get(address_text(flow.dst_ip), 0)
+            or transfer.latest_ms - transfer.started_ms > s.cold_start_s * 1000
+        ):
             return []
         transfer.next_alert_bytes = transfer.sent_bytes * s.growth
         return [self._finding(flow, key, baseline, transfer, None, 0)]

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vmshadow.analysis.detector import Detector, DetectorSettings
-from vmshadow.analysis.hunting.episodes import EpisodeTracker, address_text
+from vmshadow.analysis.hunting.episodes import EpisodeTracker
 from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, UDP, Flow
 from vmshadow.domain.ids import stable_id
-from vmshadow.domain.net import IPAddress, is_unicast
+from vmshadow.domain.net import IPAddress, address_text, is_unicast
 
 # Remote-service sub-techniques of T1021 by port
 _TECHNIQUE = {22: "T1021.004", 3389: "T1021.001", 445: "T1021.002", 139: "T1021.002", 135: "T1021.003",

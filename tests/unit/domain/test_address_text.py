@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmshadow.analysis.hunting import episodes
-from vmshadow.analysis.hunting.episodes import address_text
+from vmshadow.domain import net
+from vmshadow.domain.net import address_text
 
 
 @given(st.ip_addresses())
@@ -26,10 +26,15 @@ def test_families_do_not_share_texts() -> None:
     assert (address_text(v6), address_text(v4)) == ("::c612:1", "198.18.0.1")
 
 
+def test_a_zone_is_kept_apart() -> None:
+    plain, zoned = ipaddress.ip_address("fe80::1"), ipaddress.ip_address("fe80::1%vmsbr0")
+    assert (address_text(plain), address_text(zoned)) == ("fe80::1", "fe80::1%vmsbr0")
+
+
 def test_the_memo_stays_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(episodes, "MAX_TEXTS", 8)
-    monkeypatch.setattr(episodes, "_TEXTS_V4", {})
+    monkeypatch.setattr(net, "MAX_TEXTS", 8)
+    monkeypatch.setattr(net, "_TEXTS_V4", {})
     for i in range(100):
         address = ipaddress.IPv4Address(0xC6120000 + i)
         assert address_text(address) == str(address)
-        assert len(episodes._TEXTS_V4) <= 8
+        assert len(net._TEXTS_V4) <= 8
