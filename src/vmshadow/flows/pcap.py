@@ -100,7 +100,9 @@ def to_flow(nf: Any, vmn_map: VMNMap, source: str) -> Flow:
 class PcapSource:
     """Flows from capture files, file by file, in the order each file's flows expire.
 
-    Every file is checked for truncation first, so a bad file fails before any flow is produced.
+    Every file is checked for truncation first, so a bad file fails before any flow is produced. With several
+    files, their records are read ahead in a thread (`read_ahead`), so a file's meter runs while the flows of the
+    one before are still being analysed.
     """
 
     def __init__(self, paths: Sequence[Path], vmn_map: VMNMap | None = None) -> None:

@@ -245,7 +245,7 @@ def compact_batches(streamer: Any) -> Iterator[list[Any]]:
     at the first item, so that one is asked for inside `compact_records`, and the meter keeps the change for the
     rest."""
     if not streamer.statistical_analysis:  # a record carries the TCP flag counts: its pickling would fail in the meter
-        raise ValueError("compact_flows needs a streamer with statistical_analysis=True")
+        raise ValueError("compact_batches needs a streamer with statistical_analysis=True")
     if not isinstance(streamer._mp_context, _BatchContext):
         streamer._mp_context = _BatchContext(streamer._mp_context)
     items: Iterator[Any] = iter(streamer)
