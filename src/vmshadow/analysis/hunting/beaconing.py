@@ -7,6 +7,7 @@ import statistics
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from vmshadow.analysis.detector import Detector, DetectorSettings
@@ -246,25 +247,8 @@ class BeaconingDetector(Detector[BeaconingSettings]):
         return [self._finding(flow, conv, result)]
 
     def _conversation(self, key: str, start_ms: int, at_ms: int) -> Conversation:
-        """`RecentByKey.touch` inlined (no closure per call): most flows of a flood start a conversation."""
-        recent = self._recent
-        conversations = recent.items
-        recent.forget_stale(at_ms)
-        conv = conversations.get(key)
-        if conv is not None:
-            conversations.move_to_end(key)
-            if _expire_connections(conv, max(conv.latest_ms, start_ms) - self._window_ms):
-                conv = None
-        if conv is None:
-            conv = Conversation(started_ms=start_ms, next_milestone=self.settings.min_connections)
-            conversations[key] = conv
-            if len(conversations) > recent.max_keys:
-                conversations.popitem(last=False)
-        if start_ms > conv.latest_ms:
-            conv.latest_ms = start_ms
-        if start_ms < conv.started_ms:
-            conv.started_ms = start_ms
-        return conv
+        fresh = partial(Conversation, started_ms=start_ms, next_milestone=self.settings.min_connections)
+        return self._recent.touch(key, start_ms, fresh, _expire_connections, now_ms=at_ms)
 
     def _finding(self, flow: Flow, conv: Conversation, r: BeaconScore) -> Finding:
         app = flow.application.split(".", 1)[0] if not flow.application_is_guessed else ""
