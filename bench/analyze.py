@@ -195,6 +195,14 @@ def bench(
         "detectors_only": c,
         "per_detector": per_detector,
         "ratio": round(b["median_s"] / a["median_s"], 3),
+        # each (b) against the (a) run just before it: a machine that speeds up or slows down during the benchmark
+        # moves both runs of a pair alike, and the ratio of the two medians can pair runs minutes apart
+        "round_ratios": [round(rb.wall_s / ra.wall_s, 3) for ra, rb in zip(metering, analysis, strict=True)],
+        "round_cpu_ratios": [
+            round((rb.cpu_s + rb.child_cpu_s) / (ra.cpu_s + ra.child_cpu_s), 3)
+            for ra, rb in zip(metering, analysis, strict=True)
+            if ra.cpu_s + ra.child_cpu_s > 0
+        ],
         # the same ratio in CPU seconds of this process and its children (less sensitive to other load on the machine)
         "cpu_ratio": round((b["cpu_s"] + b["child_cpu_s"]) / (a["cpu_s"] + a["child_cpu_s"]), 3),
         "target_ratio": TARGET_RATIO,
@@ -257,6 +265,14 @@ def print_report(result: dict[str, Any]) -> None:
     verdict = "meets" if result["ratio"] <= result["target_ratio"] else "MISSES"
     print(f"ratio (b)/(a) wall time: {result['ratio']:.3f} ({verdict} the target <= {result['target_ratio']})")
     print(f"ratio (b)/(a) CPU time (this process + children): {result['cpu_ratio']:.3f}")
+    for what, ratios in (("wall", result["round_ratios"]), ("CPU", result["round_cpu_ratios"])):
+        if ratios:
+            spread = f"{min(ratios):.3f}-{max(ratios):.3f}"
+            print(
+                f"  (b)/(a) {what} per round, each (b) against the (a) just before it: median "
+                f"{statistics.median(ratios):.3f}, {spread}, {sum(r <= result['target_ratio'] for r in ratios)} "
+                f"of {len(ratios)} rounds within the target"
+            )
     b = result["metering_and_detectors"]
     verdict = "meets" if b["flows_per_cpu_s"] >= result["target_flows_per_core"] else "MISSES"
     print(
