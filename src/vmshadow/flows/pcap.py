@@ -16,7 +16,7 @@ from nfstream import NFStreamer
 
 from vmshadow.domain.errors import CaptureError, Issue
 from vmshadow.domain.flow import Flow
-from vmshadow.domain.ids import stable_id
+from vmshadow.domain.ids import flow_id
 from vmshadow.domain.net import IPAddress
 from vmshadow.domain.vmn import VMNMap
 from vmshadow.flows.capture_file import check_capture
@@ -60,17 +60,20 @@ def to_flow(nf: Any, vmn_map: VMNMap, source: str) -> Flow:
     master = app.split(".", 1)[0]
     # nfstream reports one `requested_server_name`: the DNS query, HTTP Host or TLS/QUIC SNI by protocol
     name: str = nf.requested_server_name or ""
+    first_ms: int = nf.bidirectional_first_seen_ms
+    last_ms: int = nf.bidirectional_last_seen_ms
+    first_seen_at = _time(first_ms)
     known = len(vmn_map) > 0  # with no VMN named, neither side is one (and the address lookups cost microseconds)
     return Flow(
-        id=stable_id("flow", cid, nf.bidirectional_first_seen_ms, source),
+        id=flow_id(cid, first_ms, source),
         community_id=cid,
         src_ip=src_ip,
         src_port=nf.src_port,
         dst_ip=dst_ip,
         dst_port=nf.dst_port,
         protocol=nf.protocol,
-        first_seen_at=_time(nf.bidirectional_first_seen_ms),
-        last_seen_at=_time(nf.bidirectional_last_seen_ms),
+        first_seen_at=first_seen_at,
+        last_seen_at=first_seen_at if last_ms == first_ms else _time(last_ms),  # one packet: one datetime
         src2dst_packets=nf.src2dst_packets,
         src2dst_bytes=nf.src2dst_bytes,
         dst2src_packets=nf.dst2src_packets,

@@ -64,7 +64,7 @@ def test_the_streamer_hands_over_compact_records_and_nfstream_is_left_as_it_was(
 
 
 def test_a_record_has_every_field_an_nflow_has_by_that_name() -> None:
-    assert set(FlowRecord.__dataclass_fields__) <= set(NFlow.__slots__)
+    assert set(FlowRecord._fields) <= set(NFlow.__slots__)
 
 
 def test_blocks_in_several_threads_undo_the_change_only_when_the_last_ends() -> None:
