@@ -15,7 +15,15 @@ import pytest
 from tests.datadir import shared_data
 from tests.factories import T0, make_flow
 from tests.integration.test_public_captures import ordinary_captures
-from vmshadow.analysis.hunting.beaconing import BeaconingDetector, BeaconingSettings, beacon_score, bowley_skewness
+from vmshadow.analysis.hunting.beaconing import (
+    BeaconingDetector,
+    BeaconingSettings,
+    beacon_score,
+    bowley_skewness,
+    conversation_key,
+    key_from_text,
+    key_text,
+)
 from vmshadow.domain.finding import Finding, FindingKind
 from vmshadow.domain.flow import UDP, Flow
 from vmshadow.flows.pcap import PcapSource
@@ -116,6 +124,27 @@ def test_snapshot_is_plain_json_and_continues_exactly() -> None:
     second = BeaconingDetector()
     second.restore(json.loads(json.dumps(first.snapshot())))
     assert run(second, flows[20:]) == expected
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "text"),
+    [
+        ("198.18.0.1", "198.19.0.9", "198.18.0.1|198.19.0.9|6|443"),
+        ("::c612:1", "::c613:9", "::c612:1|::c613:9|6|443"),  # the same integers as the IPv4 pair
+        ("2001:db8::1", "2001:db8:0:1::9", "2001:db8::1|2001:db8:0:1::9|6|443"),
+    ],
+)
+def test_a_snapshot_keys_conversations_as_text_and_reads_them_back(src: str, dst: str, text: str) -> None:
+    flow = make_flow(src_ip=ipaddress.ip_address(src), dst_ip=ipaddress.ip_address(dst), dst_port=443)
+    key = conversation_key(flow)
+    assert key_text(key) == text
+    assert key_from_text(text) == key
+
+
+def test_ipv4_and_ipv6_conversations_with_the_same_integers_are_kept_apart() -> None:
+    v4 = make_flow(src_ip=ipaddress.ip_address("198.18.0.1"), dst_ip=ipaddress.ip_address("198.19.0.9"))
+    v6 = make_flow(src_ip=ipaddress.ip_address("::c612:1"), dst_ip=ipaddress.ip_address("::c613:9"))
+    assert conversation_key(v4) != conversation_key(v6)
 
 
 def test_connections_are_capped_per_conversation() -> None:

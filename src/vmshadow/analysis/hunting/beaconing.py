@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import statistics
 from collections import OrderedDict
@@ -16,7 +17,7 @@ from vmshadow.analysis.registry import register
 from vmshadow.domain.finding import Finding, FindingKind, Severity
 from vmshadow.domain.flow import TCP, UDP, Flow
 from vmshadow.domain.ids import stable_id
-from vmshadow.domain.net import address_text, is_unicast
+from vmshadow.domain.net import is_unicast
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -106,6 +107,30 @@ def beacon_score(
         size_score=sum(size) / 3,
         score=(sum(timing) + sum(size)) / 6,
     )
+
+
+# (source, destination, protocol, destination port), the addresses as integers, and a 6 after them for IPv6: a
+# tuple of integers costs a third of a text key per flow (the addresses' texts are made only for a snapshot)
+ConversationKey = tuple[int, ...]
+
+
+def conversation_key(flow: Flow) -> ConversationKey:
+    key = (int(flow.src_ip), int(flow.dst_ip), flow.protocol, flow.dst_port)
+    return key if type(flow.src_ip) is ipaddress.IPv4Address else (*key, 6)
+
+
+def key_text(key: ConversationKey) -> str:
+    """A key as snapshots hold it: "source|destination|protocol|port"."""
+    src, dst, protocol, port, *v6 = key
+    address = ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
+    return f"{address(src)}|{address(dst)}|{protocol}|{port}"
+
+
+def key_from_text(text: str) -> ConversationKey:
+    src_text, dst_text, protocol, port = text.split("|")
+    src, dst = ipaddress.ip_address(src_text), ipaddress.ip_address(dst_text)
+    key = (int(src), int(dst), int(protocol), int(port))
+    return key if src.version == 4 else (*key, 6)
 
 
 @dataclass(slots=True)
@@ -205,7 +230,7 @@ class BeaconingDetector(Detector[BeaconingSettings]):
     def __init__(self, settings: BeaconingSettings | None = None, context: Any = None) -> None:
         super().__init__(settings, context)
         self._window_ms = int(self.settings.window_s * 1000)
-        self._recent: RecentByKey[Conversation] = RecentByKey(
+        self._recent: RecentByKey[ConversationKey, Conversation] = RecentByKey(
             window_ms=self._window_ms, max_keys=self.settings.max_keys
         )
 
@@ -217,8 +242,7 @@ class BeaconingDetector(Detector[BeaconingSettings]):
             return []  # a server's side of a conversation
         start_ms = int(flow.first_seen_at.timestamp() * 1000)
         at_ms = int(flow.last_seen_at.timestamp() * 1000)
-        key = f"{address_text(flow.src_ip)}|{address_text(flow.dst_ip)}|{flow.protocol}|{flow.dst_port}"
-        conv = self._conversation(key, start_ms, at_ms)
+        conv = self._conversation(conversation_key(flow), start_ms, at_ms)
         connections = (*conv.connections, (start_ms, flow.src2dst_bytes, flow.community_id))
         if len(connections) > s.max_connections:
             connections = connections[1:]
@@ -246,7 +270,7 @@ class BeaconingDetector(Detector[BeaconingSettings]):
         conv.next_milestone = n * s.growth
         return [self._finding(flow, conv, result)]
 
-    def _conversation(self, key: str, start_ms: int, at_ms: int) -> Conversation:
+    def _conversation(self, key: ConversationKey, start_ms: int, at_ms: int) -> Conversation:
         fresh = partial(Conversation, started_ms=start_ms, next_milestone=self.settings.min_connections)
         return self._recent.touch(key, start_ms, fresh, _expire_connections, now_ms=at_ms)
 
@@ -301,7 +325,9 @@ class BeaconingDetector(Detector[BeaconingSettings]):
         )
 
     def snapshot(self) -> dict[str, Any]:
-        return {"conversations": [[k, c.to_json()] for k, c in self._recent.items.items()]}
+        return {"conversations": [[key_text(k), c.to_json()] for k, c in self._recent.items.items()]}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._recent.items = OrderedDict((str(k), Conversation.from_json(v)) for k, v in state["conversations"])
+        self._recent.items = OrderedDict(
+            (key_from_text(str(k)), Conversation.from_json(v)) for k, v in state["conversations"]
+        )

@@ -235,7 +235,7 @@ class DnsTunnelDetector(Detector[DnsTunnelSettings]):
         super().__init__(settings, context)
         s = self.settings
         self._window_ms = int(s.window_s * 1000)
-        self._recent: RecentByKey[ParentActivity] = RecentByKey(window_ms=self._window_ms, max_keys=s.max_keys)
+        self._recent: RecentByKey[str, ParentActivity] = RecentByKey(window_ms=self._window_ms, max_keys=s.max_keys)
         self._dga = EpisodeTracker(
             window_s=s.window_s, threshold=s.min_dga_domains, growth=s.growth,
             max_keys=s.max_keys, max_items=s.max_subdomains,

@@ -16,7 +16,7 @@ collector off), its state ~2.8 KB -> ~1 KB per source (docs/benchmarks.md).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -56,9 +56,10 @@ class Timed(Protocol):
 
 
 T = TypeVar("T", bound=Timed)
+K = TypeVar("K", bound=Hashable)
 
 
-class RecentByKey(Generic[T]):
+class RecentByKey(Generic[K, T]):
     """Per-key state that follows activity, not history: least recently touched first, at most `max_keys` keys,
     and keys gone quiet for a window forgotten as new flows arrive (two per call keeps it O(1)); without that a
     spoofed flood would fill the table up to `max_keys`. Shared by every hunting detector that keeps state per key.
@@ -67,11 +68,11 @@ class RecentByKey(Generic[T]):
     def __init__(self, *, window_ms: int, max_keys: int) -> None:
         self.window_ms = window_ms
         self.max_keys = max_keys
-        self.items: OrderedDict[str, T] = OrderedDict()
+        self.items: OrderedDict[K, T] = OrderedDict()
 
     def touch(
         self,
-        key: str,
+        key: K,
         at_ms: int,
         fresh: Callable[[], T],
         expire: Callable[[T, int], bool],
@@ -120,7 +121,7 @@ class EpisodeTracker:
         self.growth = growth
         self.max_keys = max_keys
         self.max_items = max_items
-        self._recent: RecentByKey[Episode] = RecentByKey(window_ms=self.window_ms, max_keys=max_keys)
+        self._recent: RecentByKey[str, Episode] = RecentByKey(window_ms=self.window_ms, max_keys=max_keys)
 
     @property
     def episodes(self) -> OrderedDict[str, Episode]:
