@@ -8,7 +8,6 @@ import statistics
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from vmshadow.analysis.detector import Detector, DetectorSettings
@@ -271,8 +270,13 @@ class BeaconingDetector(Detector[BeaconingSettings]):
         return [self._finding(flow, conv, result)]
 
     def _conversation(self, key: ConversationKey, start_ms: int, at_ms: int) -> Conversation:
-        fresh = partial(Conversation, started_ms=start_ms, next_milestone=self.settings.min_connections)
-        return self._recent.touch(key, start_ms, fresh, _expire_connections, now_ms=at_ms)
+        recent = self._recent
+        conv = recent.live(key, start_ms, _expire_connections, now_ms=at_ms)
+        if conv is None:  # most flows of a flood start a conversation: built here, with no closure to pass
+            return recent.start(key, Conversation(start_ms, start_ms, (), self.settings.min_connections))
+        conv.latest_ms = max(conv.latest_ms, start_ms)
+        conv.started_ms = min(conv.started_ms, start_ms)
+        return conv
 
     def _finding(self, flow: Flow, conv: Conversation, r: BeaconScore) -> Finding:
         app = flow.application.split(".", 1)[0] if not flow.application_is_guessed else ""

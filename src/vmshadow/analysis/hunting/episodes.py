@@ -84,19 +84,30 @@ class RecentByKey(Generic[K, T]):
         `expire(state, horizon_ms)` drops what is older than the window and says whether nothing is left, in
         which case `fresh()` starts the key over.
         """
-        self.forget_stale(at_ms if now_ms is None else now_ms)
-        state = self.items.get(key)
-        if state is not None:
-            self.items.move_to_end(key)
-            if expire(state, max(state.latest_ms, at_ms) - self.window_ms):
-                state = None
+        state = self.live(key, at_ms, expire, now_ms=now_ms)
         if state is None:
-            state = fresh()
-            self.items[key] = state
-            if len(self.items) > self.max_keys:
-                self.items.popitem(last=False)
+            state = self.start(key, fresh())
         state.latest_ms = max(state.latest_ms, at_ms)
         state.started_ms = min(state.started_ms, at_ms)
+        return state
+
+    def live(self, key: K, at_ms: int, expire: Callable[[T, int], bool], *, now_ms: int | None = None) -> T | None:
+        """`touch` up to the fresh state: the key's state, moved to the most recent end, or None when it has none
+        or `expire` left nothing of it (then the caller `start`s it; on a busy path that costs no closure)."""
+        self.forget_stale(at_ms if now_ms is None else now_ms)
+        items = self.items
+        state = items.get(key)
+        if state is None:
+            return None
+        items.move_to_end(key)
+        return None if expire(state, max(state.latest_ms, at_ms) - self.window_ms) else state
+
+    def start(self, key: K, state: T) -> T:
+        """Hold `state` for `key` (in place of an aged-out one), forgetting the least recent key past `max_keys`."""
+        items = self.items
+        items[key] = state
+        if len(items) > self.max_keys:
+            items.popitem(last=False)
         return state
 
     def forget_stale(self, now_ms: int) -> None:
@@ -132,20 +143,10 @@ class EpisodeTracker:
 
         An item of `weight` n counts n times (it is kept as `item`, `item#1`, ... `item#n-1`): e.g. a connection
         that carried several login attempts."""
-        # RecentByKey.touch inlined (no closure per call): this runs once or twice for every probe of a flood
         recent = self._recent
-        episodes = recent.items
-        recent.forget_stale(at_ms)
-        ep = episodes.get(key)
-        if ep is not None:
-            episodes.move_to_end(key)
-            if self._expire(ep, max(ep.latest_ms, at_ms) - self.window_ms):
-                ep = None
+        ep = recent.live(key, at_ms, self._expire)
         if ep is None:
-            ep = Episode(started_ms=at_ms, next_milestone=self.threshold)
-            episodes[key] = ep
-            if len(episodes) > self.max_keys:
-                episodes.popitem(last=False)
+            ep = recent.start(key, Episode(at_ms, {}, self.threshold))
         if at_ms > ep.latest_ms:
             ep.latest_ms = at_ms
         if at_ms < ep.started_ms:
