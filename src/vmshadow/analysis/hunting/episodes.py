@@ -146,6 +146,12 @@ class EpisodeTracker:
         recent = self._recent
         ep = recent.live(key, at_ms, self._expire)
         if ep is None:
+            if weight <= 1 and self.max_items > 0:  # a key's first item (each source of a spoofed flood): built whole
+                ep = recent.start(key, Episode(at_ms, {item: at_ms}, self.threshold, (evidence,), at_ms))
+                reached = ep.next_milestone <= 1
+                if reached:
+                    ep.next_milestone = max(ep.next_milestone, 1) * self.growth
+                return ep, reached
             ep = recent.start(key, Episode(at_ms, {}, self.threshold))
         if at_ms > ep.latest_ms:
             ep.latest_ms = at_ms
