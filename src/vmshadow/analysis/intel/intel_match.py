@@ -107,9 +107,12 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
     def observe(self, flow: Flow) -> list[Finding]:
         if len(self._index) == 0:
             return []
+        matches = self._matches(flow)
+        if not matches:  # nearly every flow: nothing more to build
+            return []
         findings: list[Finding] = []
         reported_here: set[Indicator] = set()
-        for match in self._matches(flow):
+        for match in matches:
             if match.indicator in reported_here:
                 continue  # e.g. the same listed domain in both SNI and Host
             reported_here.add(match.indicator)
@@ -129,6 +132,8 @@ class IntelMatchDetector(Detector[IntelMatchSettings]):
             indicator = index.match_ip(address, at)
             if indicator is not None:
                 found.append(_Match(f"{side}_ip", str(address), indicator, side))
+        if not (flow.dns_query or flow.sni or flow.http_host or flow.server_fingerprint or flow.client_fingerprint):
+            return found  # no name and no fingerprint (every probe of a scan or flood)
         for field_name, name in (("dns_query", flow.dns_query), ("sni", flow.sni), ("http_host", flow.http_host)):
             if name:
                 indicator = index.match_domain(name, at)
