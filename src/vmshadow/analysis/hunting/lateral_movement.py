@@ -121,7 +121,7 @@ class LateralMovementDetector(Detector[LateralMovementSettings]):
         if not is_unicast(flow.dst_ip) or flow.dst_ip == flow.src_ip:  # after the cheap tests: microseconds
             return []
         profile = self._profile(key, at_ms)
-        use = f"{flow.dst_ip}|{flow.dst_port}|{flow.protocol}"
+        use = f"{address_text(flow.dst_ip)}|{flow.dst_port}|{flow.protocol}"
         if not profile.learned:
             profile.flows += 1
             self._end_learning(profile, at_ms)
