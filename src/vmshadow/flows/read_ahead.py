@@ -4,6 +4,9 @@ Capture files are metered one after the other, each by a meter process nfstream 
 asked for. Read in the analysing thread, a file's meter starts only once the previous file's last flow has been
 analysed, so metering and analysis take turns. Read ahead, the meter of the next file runs while the detectors
 still work through the flows of the one before (measured in docs/benchmarks.md).
+
+nfstream forks its meter from the reading thread then. Only that thread lives on in the child, which runs nfstream's
+meter and vmshadow's record hooks (flows/records.py): none of them takes a lock the analysing thread may hold.
 """
 
 from __future__ import annotations
