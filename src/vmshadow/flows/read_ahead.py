@@ -6,7 +6,8 @@ analysed, so metering and analysis take turns. Read ahead, the meter of the next
 still work through the flows of the one before (measured in docs/benchmarks.md).
 
 nfstream forks its meter from the reading thread then. Only that thread lives on in the child, which runs nfstream's
-meter and vmshadow's record hooks (flows/records.py): none of them takes a lock the analysing thread may hold.
+meter and vmshadow's record hooks (flows/records.py) on a queue of its own: they share no lock with the analysing
+thread but the standard streams', which nfstream's meter writes to only to warn that it could not pin itself to CPUs.
 """
 
 from __future__ import annotations
