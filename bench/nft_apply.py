@@ -1,7 +1,7 @@
 """How long putting a TMRSet in force takes with `NftEnforcer`, step by step, for 10, 1,000 and 10,000 TMRs.
 
 Each size is applied `--repeat` times (median reported) in a throw-away network namespace holding one bridge
-(nothing touches the root namespace), with an in-memory SQLite store. Two TMR mixes:
+(nothing touches the root namespace), with an in-memory SQLite store. Four TMR mixes:
 
 - ``networks``: every TMR is ``<one address> -> any, tcp/<port>``, allows and denies alternating: one map
   element per TMR, all in one layer (no two TMRs overlap);
@@ -13,7 +13,9 @@ Each size is applied `--repeat` times (median reported) in a throw-away network 
   TMRs), which the compiler sets aside as shadowed;
 - ``distinct``: ``mixed`` with no repeat: every group TMR has ports of its own (``8000 + i`` to ``8100 + i``, still
   all overlapping), every VMN TMR its own network, every ``any -> VMN`` TMR a UDP port of its own instead of ICMP: the
-  worst case of the layering, thousands of layers.
+  worst case of the layering, thousands of layers;
+- ``vmn``: bench/mirror_overhead.py's ``vmn10k``, one VMN (bridge port, MAC, address) denied a single address
+  on one TCP port per TMR, then an allow: three set elements per TMR, no overlap (one layer).
 
 Steps (seconds): ``compile`` (TMRSet -> JSON text), ``check`` (``nft -c -j -f``; off by default, so 0),
 ``commit`` (``nft -j -f``, the transaction), ``verify`` (the read-back and the comparison), ``record`` (the store),
@@ -119,7 +121,32 @@ def distinct(n: int) -> TMRSet:
     return replace(base, tmrs=tuple(tmrs))
 
 
-MIXES = {"networks": networks, "mixed": mixed, "distinct": distinct}
+def vmn(n: int) -> TMRSet:
+    """bench/mirror_overhead.py's `vmn10k`: one VMN (a bridge port, a MAC, an address) denied n - 1 single
+    addresses on one port each, then an allow: three set elements per TMR, all in one layer."""
+    one = VMN(
+        "vm1",
+        macs=("02:00:c6:12:00:01",),
+        addresses=(ipaddress.ip_address("198.18.0.1"),),
+        interfaces=("vmsb-vm1",),
+    )
+    tmrs = [
+        TMR(
+            f"d{i}",
+            i,
+            Endpoint.vmn("vm1"),
+            Endpoint.network(f"198.19.{i // 250}.{i % 250 + 1}/32"),
+            Action.DENY,
+            Protocol.TCP,
+            (PortRange.single(10_000 + i // 2),),
+        )
+        for i in range(n - 1)
+    ]
+    last = TMR("last-allow", n, Endpoint.network("198.18.0.1"), Endpoint.network("198.18.0.2"), Action.ALLOW)
+    return TMRSet(tmrs=(*tmrs, last), vmns=(one,))
+
+
+MIXES = {"networks": networks, "mixed": mixed, "distinct": distinct, "vmn": vmn}
 
 
 def measure(netns: str, bridge: str, tmrset: TMRSet, repeat: int) -> dict[str, Any]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmshadow.enforcement.nft_layers import Block, Box, assign_layers, blocks_meet, boxes_meet, range_blocks
+from vmshadow.enforcement.nft_layers import (
+    Block,
+    Box,
+    apart_on_one_side,
+    assign_layers,
+    blocks_meet,
+    boxes_meet,
+    range_blocks,
+)
 
 
 @given(first=st.integers(0, 300), width=st.integers(0, 300))
@@ -93,3 +101,45 @@ def test_boxes_that_share_a_path_under_their_kind_are_filed_once_and_still_found
     same_port_later = [Box(4, ("mac", (0, 7)), None, ((0, 80),))]
     tmr_boxes = [group, by_address, other_port, same_port_later]
     assert assign_layers(tmr_boxes) == _reference(tmr_boxes) == [0, 1, 0, 2]
+
+
+@st.composite
+def nearly_apart(draw: st.DrawFn) -> list[list[Box]]:
+    """TMRs whose destinations are single blocks of one kind and size, mostly each its own (the shortcut's case),
+    sometimes one shared or of another size or kind (not its case); sources and ports anything."""
+    n = draw(st.integers(1, 25))
+    keys = draw(st.lists(st.integers(0, 40), min_size=n, max_size=n, unique=draw(st.booleans())))
+    odd = draw(st.sampled_from((None, None, ("ip", 1), ("mac", 0))))  # one box of another size or kind, or none
+    odd_at = draw(st.integers(0, n - 1))
+    tmrs = []
+    for at, key in enumerate(keys):
+        own = []
+        for b in range(draw(st.integers(1, 3))):
+            kind, shift = odd if odd is not None and at == odd_at and b == 0 else ("ip", 0)
+            src = None if draw(st.booleans()) else (draw(st.sampled_from(("ip", "mac", "if"))), _block(draw))
+            l4 = None if draw(st.booleans()) else (_block(draw),)
+            own.append(Box(draw(st.sampled_from((4, 4, 6))), src, (kind, (shift, key >> shift)), l4))
+        tmrs.append(own)
+    return tmrs
+
+
+@settings(max_examples=400, deadline=None)
+@given(nearly_apart())
+def test_the_shortcut_for_tmrs_apart_on_one_side_gives_the_plain_definition(tmr_boxes: list[list[Box]]) -> None:
+    assert assign_layers(tmr_boxes) == _reference(tmr_boxes)
+    if apart_on_one_side(tmr_boxes):
+        assert _reference(tmr_boxes) == [0] * len(tmr_boxes)
+
+
+def test_a_vmn_denied_single_addresses_is_one_layer_by_the_shortcut() -> None:
+    vmn_sides = [("if", (0, 3)), ("mac", (0, 0x0200C6120001)), ("ip", (0, 0xC6120001))]
+    tmrs = [[Box(4, side, ("ip", (0, 0xC6130000 + i)), ((0, 6 << 16 | 10_000 + i // 2),)) for side in vmn_sides]
+            for i in range(1000)]  # fmt: skip
+    assert apart_on_one_side(tmrs)
+    assert assign_layers(tmrs) == [0] * 1000
+    shared = [*tmrs, [Box(4, ("ip", (0, 0xC6120001)), ("ip", (0, 0xC6130000)), None)]]  # meets the first TMR
+    assert not apart_on_one_side(shared)
+    assert assign_layers(shared) == [0] * 1000 + [1]
+    other_kind = [*tmrs, [Box(4, None, ("mac", (0, 7)), None)]]  # a MAC side meets every address side
+    assert not apart_on_one_side(other_kind)
+    assert assign_layers(other_kind) == [0] * 1000 + [1]
