@@ -60,6 +60,26 @@ def mirrored(port: ShadowPort) -> int:
     return sum(c.packets for c in mirror_counters(port).values())
 
 
+def analysed_plus_dropped(source: LiveSource, reader: str) -> int:
+    """Copies the meter on `reader` read (analysed) or its socket could not take (dropped)."""
+    h = source.health[reader]
+    return h.analysed + h.socket_dropped
+
+
+def wait_until_accounted_for(port: ShadowPort, source: LiveSource, reader: str, base: tuple[int, int]) -> int:
+    """Wait until every copy made into `port` since `base` (mirrored, analysed + dropped) was analysed or dropped,
+    within the 2 still in flight; return the copies made."""
+
+    def made() -> int:
+        return mirrored(port) - base[0]
+
+    def seen() -> int:
+        return analysed_plus_dropped(source, reader) - base[1]
+
+    assert wait_until(lambda: abs(made() - seen()) <= 2, timeout_s=15), f"mirrored {made()}, analysed+dropped {seen()}"
+    return made()
+
+
 def base_port() -> int:
     return 20000 + secrets.randbelow(30000)
 
@@ -134,18 +154,11 @@ def test_mirrored_equals_analysed_plus_dropped(lab: LabState, source: LiveSource
     reader = metered(vm1).reader
     assert wait_until(lambda: source.health[reader].heartbeats > 2, timeout_s=10)
 
-    def analysed_plus_dropped() -> int:
-        h = source.health[reader]
-        return h.analysed + h.socket_dropped
-
-    base_mirrored, base_seen = mirrored(port), analysed_plus_dropped()
+    base = mirrored(port), analysed_plus_dropped(source, reader)
     first = base_port()
     send_udp(vm1.namespace, str(vm2.address.ip), range(first, first + 200))
     # counted in flight: wait until the meter has caught up with the mirror, then compare
-    assert wait_until(
-        lambda: abs((mirrored(port) - base_mirrored) - (analysed_plus_dropped() - base_seen)) <= 2, timeout_s=15
-    ), f"mirrored {mirrored(port) - base_mirrored}, analysed+dropped {analysed_plus_dropped() - base_seen}"
-    assert mirrored(port) - base_mirrored >= 200
+    assert wait_until_accounted_for(port, source, reader, base) >= 200
 
 
 def test_heartbeats_never_show_as_missing_analysis(lab: LabState, source: LiveSource) -> None:
@@ -199,20 +212,13 @@ def test_sent_equals_analysed_plus_socket_drops_plus_shed_under_a_small_budget(
         port = attach(vm1.name, vm1.host_interface, budget=budget)
         assert wait_until(lambda: source.health[reader].heartbeats > 2, timeout_s=10)
 
-        def analysed_plus_dropped() -> int:
-            h = source.health[reader]
-            return h.analysed + h.socket_dropped
-
-        base_mirrored, base_seen, base_shed = mirrored(port), analysed_plus_dropped(), shed_counters(port).packets
+        base, base_shed = (mirrored(port), analysed_plus_dropped(source, reader)), shed_counters(port).packets
         first = base_port()
         with udp_listener(vm2.namespace, first) as listener:
             listener.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)  # room for the whole burst
             send_udp(vm1.namespace, str(vm2.address.ip), range(first, first + 1), repeat=sent)
             assert drain(listener, expect=sent, timeout_s=10) == sent, "the budget never costs a live packet"
-        assert wait_until(
-            lambda: abs((mirrored(port) - base_mirrored) - (analysed_plus_dropped() - base_seen)) <= 2, timeout_s=15
-        ), f"mirrored {mirrored(port) - base_mirrored}, analysed+dropped {analysed_plus_dropped() - base_seen}"
-        copied, shed = mirrored(port) - base_mirrored, shed_counters(port).packets - base_shed
+        copied, shed = wait_until_accounted_for(port, source, reader, base), shed_counters(port).packets - base_shed
     finally:
         attach(vm1.name, vm1.host_interface)
     assert shed > 0, "the burst was over the budget"
