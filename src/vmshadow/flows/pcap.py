@@ -128,7 +128,7 @@ class PcapSource:
                 yield to_flow(nf, vmn_map, source)
 
     def _batches(self) -> Iterator[tuple[str, list[Any]]]:
-        """Each file's records in the meter's batches, file after file (run ahead of the analysis)."""
+        """Each file's records in the meter's batches, file after file."""
         for path in self.paths:
             try:
                 streamer = NFStreamer(

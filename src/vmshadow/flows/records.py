@@ -219,7 +219,8 @@ _depth = 0  # blocks running now (streamers may start in several threads)
 @contextmanager
 def compact_records() -> Iterator[None]:
     """While the block runs, an `NFlow` pickles as a `FlowRecord` and a meter started hands its flows over in
-    `FlowBatch`es: iterate a streamer through `compact_flows`, which starts it inside the block and unpacks them."""
+    `FlowBatch`es: iterate a streamer through `compact_batches` (or `compact_flows`), which starts it inside the
+    block and unpacks them."""
     global _depth
     with _lock:
         _depth += 1
@@ -242,9 +243,9 @@ def compact_records() -> Iterator[None]:
 
 
 def compact_batches(streamer: Any) -> Iterator[list[Any]]:
-    """A streamer's records, as the meter handed them over (a batch, or a record alone): nfstream forks its meter
-    at the first item, so that one is asked for inside `compact_records`, and the meter keeps the change for the
-    rest."""
+    """A streamer's records, in the batches the meter handed over (every flow comes in one: `_Batcher`): nfstream
+    forks its meter at the first item, so that one is asked for inside `compact_records`, and the meter keeps the
+    change for the rest."""
     if not streamer.statistical_analysis:  # a record carries the TCP flag counts: its pickling would fail in the meter
         raise ValueError("compact_batches needs a streamer with statistical_analysis=True")
     if not isinstance(streamer._mp_context, _BatchContext):
@@ -254,8 +255,8 @@ def compact_batches(streamer: Any) -> Iterator[list[Any]]:
         first = next(items, None)
     if first is None:
         return
-    for item in itertools.chain((first,), items):
-        yield item.flows if isinstance(item, FlowBatch) else [item]
+    for batch in itertools.chain((first,), items):
+        yield batch.flows
 
 
 def compact_flows(streamer: Any) -> Iterator[Any]:
