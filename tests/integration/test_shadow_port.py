@@ -228,6 +228,25 @@ def test_detach_stops_the_copies_and_attach_restores_them(lab: LabState, port_nu
     assert (copies[vm1.name], received) == (BURST, BURST)
 
 
+def test_detach_keeping_the_interface_stops_the_copies_and_attach_feeds_it_again(
+    lab: LabState, port_number: int
+) -> None:
+    vm1, _ = lab.vmns
+    port = shadow_of(vm1)
+    try:
+        assert detach(port, keep_interface=True) is True
+        assert tc_filter_count(vm1.host_interface, "ingress") == 0
+        kept = shadow_of(vm1)  # still listed, fed by nothing
+        assert kept.shadow_ifindex == port.shadow_ifindex
+        assert kept.directions == ()
+        assert kept.budget is None
+    finally:
+        attach(vm1.name, vm1.host_interface)
+    assert shadow_of(vm1).shadow_ifindex == port.shadow_ifindex  # the same interface, fed again
+    copies, received = burst_seen(lab, port_number)
+    assert (copies[vm1.name], received) == (BURST, BURST)
+
+
 def test_a_fresh_process_finds_the_attached_mirror_and_does_not_duplicate_it(lab: LabState, port_number: int) -> None:
     vm1, _ = lab.vmns
     script = (

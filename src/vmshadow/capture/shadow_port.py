@@ -223,11 +223,12 @@ def attach(
     )
 
 
-def detach(port: ShadowPort | str) -> bool:
+def detach(port: ShadowPort | str, *, keep_interface: bool = False) -> bool:
     """Remove a shadow port and every mirror feeding it; True if anything was there. Safe to call again.
 
     `port` is a `ShadowPort` or a shadow interface name. The host-side interface keeps its clsact qdisc while
-    other filters remain on it; an empty one is removed.
+    other filters remain on it; an empty one is removed. With `keep_interface` only the mirrors and the budget go:
+    the shadow port's interfaces stay (a reader's socket stays open) and a later `attach` feeds them again.
     """
     name = port.shadow_interface if isinstance(port, ShadowPort) else port
     if not name.startswith(SHADOW_PREFIX):
@@ -244,7 +245,8 @@ def detach(port: ShadowPort | str) -> bool:
             for found in _budget_filters_on(ipr, host_idx):
                 _delete_budget(ipr, found)
             _drop_empty_clsact(ipr, host_idx)
-        _delete_link(ipr, shadow_idx)
+        if not keep_interface:
+            _delete_link(ipr, shadow_idx)
     return True
 
 
