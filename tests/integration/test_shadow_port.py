@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
@@ -30,8 +31,10 @@ from vmshadow.capture import (
     detach,
     find_attached,
     mirror_counters,
+    shadow_port,
     shed_counters,
 )
+from vmshadow.capture import budget as copy_budget
 from vmshadow.capture.shadow_port import shadow_interface_name
 from vmshadow.domain.errors import InputError
 from vmshadow.lab import LabHost, LabState, open_socket
@@ -196,12 +199,35 @@ def tc_filter_count(interface: str, hook: str) -> int:
 
 
 def budget_names(interface: str, hook: str) -> list[str]:
-    """The names of the bpf filters (copy budgets) on a hook, as the tc binary reads them back."""
-    return [
-        str(f["options"].get("bpf_name"))  # type: ignore[index]
-        for f in tc_filters(interface, hook)
-        if f.get("kind") == "bpf" and f.get("options")
+    """The copy budgets on a hook: bpf filters' names as the tc binary reads them back, then the budgets of the
+    programs on the hook's tcx list (this iproute2 cannot list those: read through bpf(2)), spelled the same."""
+    names = [str(f["options"].get("bpf_name")) for f in bpf_filters(interface, hook)]  # type: ignore[attr-defined]
+    return names + [
+        state.budget.filter_name
+        for state in map(copy_budget.read, tcx_program_ids(interface, hook))
+        if state is not None and state.budget is not None
     ]
+
+
+def bpf_filters(interface: str, hook: str) -> list[dict[str, object]]:
+    """The bpf filters on a hook (tc also lists each priority's head, without options: not counted)."""
+    return [f for f in tc_filters(interface, hook) if f.get("kind") == "bpf" and f.get("options")]
+
+
+def tcx_program_ids(interface: str, hook: str) -> list[int]:
+    if not copy_budget.tcx_available():
+        return []
+    return copy_budget.tcx_programs(int(Path(f"/sys/class/net/{interface}/ifindex").read_text()), hook)
+
+
+@pytest.fixture(params=["tcx", "filter"])
+def budget_hook(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each budget test runs with the budget on tcx and as a cls_bpf filter (what a kernel without tcx gets)."""
+    if request.param == "tcx":
+        assert copy_budget.tcx_available(), "this kernel (6.6+) has tcx; CI's too"
+    else:
+        monkeypatch.setattr(shadow_port, "BUDGET_ON_TCX", False)
+    return str(request.param)
 
 
 def test_detach_stops_the_copies_and_attach_restores_them(lab: LabState, port_number: int) -> None:
@@ -400,7 +426,7 @@ def test_shadow_interface_names_fit_and_are_stable() -> None:
 
 
 def test_copies_over_the_budget_are_shed_and_counted_while_every_live_packet_passes(
-    lab: LabState, port_number: int
+    lab: LabState, port_number: int, budget_hook: str
 ) -> None:
     vm1, vm2 = lab.vmns
     sent, budget = 150, CopyBudget(pps=20, burst=10)  # Peer.count reads at most 10 * BURST
@@ -433,7 +459,7 @@ def test_copies_over_the_budget_are_shed_and_counted_while_every_live_packet_pas
 
 
 def test_a_mirror_without_a_budget_is_upgraded_on_attach_and_budgets_are_not_duplicated(
-    lab: LabState, port_number: int
+    lab: LabState, port_number: int, budget_hook: str
 ) -> None:
     vm1, _ = lab.vmns
     try:
@@ -456,7 +482,7 @@ def test_a_mirror_without_a_budget_is_upgraded_on_attach_and_budgets_are_not_dup
     assert (copies[vm1.name], received) == (BURST, BURST)
 
 
-def test_both_directions_share_one_budget_and_detach_removes_it(lab: LabState) -> None:
+def test_both_directions_share_one_budget_and_detach_removes_it(lab: LabState, budget_hook: str) -> None:
     _, vm2 = lab.vmns
     try:
         attach(vm2.name, vm2.host_interface, both_directions=True)
@@ -476,9 +502,27 @@ def budget_program_ids(interface: str) -> list[int]:
     return [
         int(f["options"]["prog"]["id"])  # type: ignore[index]
         for hook in ("ingress", "egress")
-        for f in tc_filters(interface, hook)
-        if f.get("kind") == "bpf" and f.get("options")
-    ]
+        for f in bpf_filters(interface, hook)
+    ] + [i for hook in ("ingress", "egress") for i in tcx_program_ids(interface, hook)]
+
+
+def test_a_budget_left_as_a_filter_moves_to_tcx_on_attach(
+    lab: LabState, port_number: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a vmshadow before tcx budgets (or a kernel without tcx) left is replaced, not doubled."""
+    vm1, _ = lab.vmns
+    with monkeypatch.context() as old_kernel:
+        old_kernel.setattr(shadow_port, "BUDGET_ON_TCX", False)
+        attach(vm1.name, vm1.host_interface)
+    assert len(bpf_filters(vm1.host_interface, "ingress")) == 1
+    assert tcx_program_ids(vm1.host_interface, "ingress") == []
+    attach(vm1.name, vm1.host_interface)
+    assert bpf_filters(vm1.host_interface, "ingress") == []
+    assert budget_names(vm1.host_interface, "ingress") == [DEFAULT_BUDGET.filter_name]
+    assert len(tcx_program_ids(vm1.host_interface, "ingress")) == 1
+    assert shadow_of(vm1).budget == DEFAULT_BUDGET
+    copies, received = burst_seen(lab, port_number)
+    assert (copies[vm1.name], received) == (BURST, BURST)
 
 
 def test_a_bad_budget_is_refused_naming_the_field_and_changes_nothing(lab: LabState) -> None:

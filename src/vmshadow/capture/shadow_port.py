@@ -16,10 +16,11 @@ process finds existing shadow ports without any file (`find_attached`).
 
 Filters are ours when they sit at our priority on our hook and mirror into a shadow port:
 ingress prio 49152 (`Direction.OUTGOING`), egress prio 49153 (`Direction.INCOMING`). The priorities differ because
-u32 lists every filter of a clsact qdisc that shares a priority under both hooks. In front of each mirror, one
-priority earlier (49150 ingress, 49151 egress), sits the VMN's copy budget (capture/budget.py, an eBPF classifier:
-this kernel has no ``act_police``): copies over the budget are shed in the kernel and counted (`shed_counters`),
-while the live packet always goes on.
+u32 lists every filter of a clsact qdisc that shares a priority under both hooks. In front of each mirror sits the
+VMN's copy budget (capture/budget.py, an eBPF program: this kernel has no ``act_police``): on the hook's tcx list
+where the kernel has tcx (a packet over the budget then skips the clsact filters), else as a ``cls_bpf`` filter one
+priority earlier (49150 ingress, 49151 egress). Copies over the budget are shed in the kernel and counted
+(`shed_counters`), while the live packet always goes on.
 
 Counters (`mirror_counters`) are the mirred action's statistics: packets count GSO segments (about the wire
 packets), bytes count ``skb->len`` of what was copied, so headers are counted once per GSO super-packet, and on the
@@ -80,6 +81,9 @@ _HOOKS: dict[Direction, tuple[int, int]] = {
     Direction.INCOMING: (TC_EGRESS_PARENT, 49153),
 }
 _BUDGET_PRIO: dict[Direction, int] = {Direction.OUTGOING: 49150, Direction.INCOMING: 49151}  # before the mirror
+_TCX_HOOK: dict[Direction, str] = {Direction.OUTGOING: "ingress", Direction.INCOMING: "egress"}
+BUDGET_ON_TCX = True
+"""Put copy budgets on tcx where the kernel has it (False: cls_bpf filters, what kernels before 6.6 get; tests)."""
 _TCA_BPF_ID = 11  # pyroute2 0.9.7 does not name it
 DEFAULT_BUDGET = CopyBudget(pps=5_000, burst=500)
 """Copies per second a shadow port takes by default; the rest are shed and counted (docs/live.md)."""
@@ -199,16 +203,17 @@ def attach(
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise kernel_error(f"add clsact to {host_interface}", exc) from exc
+        on_tcx = BUDGET_ON_TCX and copy_budget.tcx_available()
         if budget is not None:
-            _put_budget(ipr, host_idx, wanted, budget)  # before any new mirror: no copy goes unbudgeted
+            _put_budget(ipr, host_idx, wanted, budget, on_tcx)  # before any new mirror: no copy goes unbudgeted
         present = {m.direction: m for m in _mirrors_on(ipr, host_idx) if m.shadow_ifindex == shadow_idx}
         for direction in Direction:
             if direction in wanted and direction not in present:
                 _add_mirror(ipr, host_idx, direction, shadow_idx)
             elif direction not in wanted and direction in present:
                 _delete_mirror(ipr, present[direction])
-        for found in _budget_filters_on(ipr, host_idx):  # after the mirrors they guarded are gone
-            if budget is None or found.direction not in wanted:
+        for found in _budgets_on(ipr, host_idx):  # after the mirrors they guarded are gone, or their successor came
+            if budget is None or found.direction not in wanted or found.on_tcx != on_tcx:
                 _delete_budget(ipr, found)
     return ShadowPort(
         vmn=vmn_name,
@@ -242,7 +247,7 @@ def detach(port: ShadowPort | str, *, keep_interface: bool = False) -> bool:
         for mirror in feeding:
             _delete_mirror(ipr, mirror)
         for host_idx in {m.host_ifindex for m in feeding}:
-            for found in _budget_filters_on(ipr, host_idx):
+            for found in _budgets_on(ipr, host_idx):
                 _delete_budget(ipr, found)
             _drop_empty_clsact(ipr, host_idx)
         if not keep_interface:
@@ -257,7 +262,7 @@ def find_attached() -> list[ShadowPort]:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
         hosts = _clsact_ifindexes(ipr)
         mirrors = [m for idx in hosts for m in _mirrors_on(ipr, idx)]
-        budgets = {idx: _budget_filters_on(ipr, idx) for idx in hosts}
+        budgets = {idx: _budgets_on(ipr, idx) for idx in hosts}
     ports = []
     for link in links:
         name = names[link["index"]]
@@ -327,7 +332,7 @@ def shed_counters(port: ShadowPort) -> ShedCounters:
     """
     with _ipr() as ipr:
         host = find_link(ipr, port.host_interface) if port.host_interface else None
-        guards = _budget_filters_on(ipr, host["index"]) if host is not None else []
+        guards = _budgets_on(ipr, host["index"]) if host is not None else []
     packets = nbytes = 0
     for prog_id in sorted({g.prog_id for g in guards}):
         try:
@@ -514,16 +519,37 @@ def _mirrors_on(ipr: Any, host_idx: int) -> list[_Mirror]:
 
 
 @dataclass(frozen=True, slots=True)
-class _BudgetFilter:
+class _Budget:
+    """A copy budget in front of one direction's mirror: a tcx program (`handle` None) or a cls_bpf filter."""
+
     host_ifindex: int
     direction: Direction
-    handle: int
+    handle: int | None
     budget: CopyBudget
     prog_id: int
 
+    @property
+    def on_tcx(self) -> bool:
+        return self.handle is None
 
-def _budget_filters_on(ipr: Any, host_idx: int) -> list[_BudgetFilter]:
-    """Our copy budgets on one interface: a bpf filter at our budget priority whose name records a budget."""
+
+def _budgets_on(ipr: Any, host_idx: int) -> list[_Budget]:
+    """Our copy budgets on one interface: programs named as ours on its tcx hooks, and bpf filters at our budget
+    priority whose name records a budget (where tcx is missing, or as an older vmshadow left them)."""
+    found = _budget_filters_on(ipr, host_idx)
+    if copy_budget.tcx_available():
+        for direction, hook in _TCX_HOOK.items():
+            for prog_id in copy_budget.tcx_programs(host_idx, hook):
+                try:
+                    state = copy_budget.read(prog_id)
+                except BackendUnavailableError:
+                    continue  # detached and unloaded since the query
+                if state is not None and state.budget is not None:
+                    found.append(_Budget(host_idx, direction, None, state.budget, prog_id))
+    return found
+
+
+def _budget_filters_on(ipr: Any, host_idx: int) -> list[_Budget]:
     found = []
     for direction, prio in _BUDGET_PRIO.items():
         parent = _HOOKS[direction][0]
@@ -534,7 +560,7 @@ def _budget_filters_on(ipr: Any, host_idx: int) -> list[_BudgetFilter]:
             budget = CopyBudget.from_filter_name(options.get_attr("TCA_BPF_NAME"))
             prog_id = _bpf_prog_id(options)
             if budget is not None and prog_id is not None:
-                found.append(_BudgetFilter(host_idx, direction, int(msg["handle"]), budget, prog_id))
+                found.append(_Budget(host_idx, direction, int(msg["handle"]), budget, prog_id))
     return found
 
 
@@ -545,9 +571,10 @@ def _bpf_prog_id(options: Any) -> int | None:
     return None
 
 
-def _put_budget(ipr: Any, host_idx: int, wanted: tuple[Direction, ...], budget: CopyBudget) -> None:
-    """Make `budget` guard the mirrors of `wanted` with one program (one bucket per VMN); swap, never gap."""
-    present = {f.direction: f for f in _budget_filters_on(ipr, host_idx)}
+def _put_budget(ipr: Any, host_idx: int, wanted: tuple[Direction, ...], budget: CopyBudget, on_tcx: bool) -> None:
+    """Make `budget` guard the mirrors of `wanted` with one program (one bucket per VMN), on tcx when `on_tcx`;
+    swap, never gap. Budgets on the other kind of hook are left for the caller to remove once this one is in."""
+    present = {f.direction: f for f in _budgets_on(ipr, host_idx) if f.on_tcx == on_tcx}
     programs = {f.prog_id for f in present.values()}
     if present and len(programs) == 1 and all(f.budget == budget for f in present.values()):
         # the VMN's program is right: guard a newly wanted direction with it too (one bucket, counters kept)
@@ -556,17 +583,33 @@ def _put_budget(ipr: Any, host_idx: int, wanted: tuple[Direction, ...], budget: 
             fd = copy_budget.program_fd(programs.pop())
             try:
                 for direction in missing:
-                    _add_budget_filter(ipr, host_idx, direction, fd, budget, None)
+                    _add_budget(ipr, host_idx, direction, fd, budget, None, on_tcx)
             finally:
                 os.close(fd)
         return
     loaded = copy_budget.load(budget)
     try:
         for direction in wanted:
-            existing = present.get(direction)
-            _add_budget_filter(ipr, host_idx, direction, loaded.prog_fd, budget, existing.handle if existing else None)
+            _add_budget(ipr, host_idx, direction, loaded.prog_fd, budget, present.get(direction), on_tcx)
     finally:
-        loaded.close()  # the filters hold the program, the program holds its map
+        loaded.close()  # the hooks hold the program, the program holds its map
+
+
+def _add_budget(
+    ipr: Any,
+    host_idx: int,
+    direction: Direction,
+    prog_fd: int,
+    budget: CopyBudget,
+    existing: _Budget | None,
+    on_tcx: bool,
+) -> None:
+    """Put the budget program on `direction`'s hook in place of `existing` (atomically) or beside the mirror."""
+    if on_tcx:
+        replacing = existing.prog_id if existing is not None else None
+        copy_budget.tcx_attach(host_idx, _TCX_HOOK[direction], prog_fd, replacing=replacing)
+    else:
+        _add_budget_filter(ipr, host_idx, direction, prog_fd, budget, existing.handle if existing else None)
 
 
 def _add_budget_filter(
@@ -590,7 +633,10 @@ def _add_budget_filter(
     )
 
 
-def _delete_budget(ipr: Any, found: _BudgetFilter) -> None:
+def _delete_budget(ipr: Any, found: _Budget) -> None:
+    if found.handle is None:
+        copy_budget.tcx_detach(found.host_ifindex, _TCX_HOOK[found.direction], found.prog_id)
+        return
     parent = _HOOKS[found.direction][0]
     info = (_BUDGET_PRIO[found.direction] << 16) | _htons(ETH_P_ALL)
     try:
