@@ -1,10 +1,11 @@
 """What vmshadow costs live traffic between two lab VMNs, measured with iperf3 in one run against an in-run baseline.
 
 Part 1, the shadow ports and the SAE. TCP throughput (iperf3's default TCP test, vm1 -> vm2) and the small-packet
-rate (UDP, 64-byte payloads, unlimited rate: packets/s the server received, and the loss) under four configurations:
+rate (UDP, 64-byte payloads, unlimited rate: packets/s the server received, and the loss) under these configurations:
 
 (a) ``no_mirror``      vm1's and vm2's mirrors and budgets detached, shadow ports kept (no tc hook): the baseline;
 (b) ``mirror``         shadow ports attached, nothing reading them (the kernel copies and drops);
+(b') ``mirror_cls_bpf`` (b) with the copy budget as a ``cls_bpf`` filter, as on kernels without tcx (before 6.6);
 (c) ``sae``            a `LiveSource` metering both shadow ports, a consumer thread draining ``.flows()``;
 (d) ``sae_saturated``  a `LiveSource` with a queue of 1 flow that nobody drains: the meters still read every packet
                        (as fast as they can) but shed every flow after the first; its queue drops (flows) are
@@ -101,7 +102,7 @@ from vmshadow.flows.live import IDLE_TIMEOUT_S, LiveSource, MeteredPort
 from vmshadow.lab.state import LabHost, LabState
 from vmshadow.lab.topology import Lab
 
-CONFIGS = ("no_mirror", "mirror", "sae", "sae_saturated", "sae_idle")
+CONFIGS = ("no_mirror", "mirror", "mirror_cls_bpf", "sae", "sae_saturated", "sae_idle")
 SAE_CONFIGS = ("sae", "sae_saturated", "sae_idle")
 TESTS = ("tcp", "udp64")
 TMR_SETS = ("no_table", "tmrs10", "shallow10k", "deep10k", "vmn10k")
@@ -289,15 +290,19 @@ def vmn_hosts(bench: Bench) -> tuple[LabHost, LabHost]:
     return bench.client, bench.server
 
 
-def set_mirror(bench: Bench, on: bool) -> list[shadow_port.ShadowPort]:
+def set_mirror(bench: Bench, on: bool, *, budget_on_tcx: bool = True) -> list[shadow_port.ShadowPort]:
     ports = []
     for host in vmn_hosts(bench):
         if on:
-            ports.append(
-                shadow_port.attach(
-                    host.name, host.host_interface, both_directions=bench.both_directions, budget=bench.budget
+            shadow_port.BUDGET_ON_TCX = budget_on_tcx
+            try:
+                ports.append(
+                    shadow_port.attach(
+                        host.name, host.host_interface, both_directions=bench.both_directions, budget=bench.budget
+                    )
                 )
-            )
+            finally:
+                shadow_port.BUDGET_ON_TCX = True
         else:
             assert host.shadow_interface is not None
             # only the tc hooks go: deleting and re-creating the shadow port's veth pair between configurations
@@ -426,7 +431,7 @@ class Sae:
 
 def run_config(bench: Bench, config: str) -> dict[str, Any]:
     """Both tests under one configuration; the LiveSource (if any) lives for both."""
-    ports = set_mirror(bench, config != "no_mirror")
+    ports = set_mirror(bench, config != "no_mirror", budget_on_tcx=config != "mirror_cls_bpf")
     time.sleep(SETTLE_S)  # the kernel's work for the change (static keys, RCU) is done before the tests
     readers = [p.reader_interface for p in ports]
     sae = None
