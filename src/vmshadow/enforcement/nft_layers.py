@@ -220,27 +220,25 @@ def apart_on_one_side(tmr_boxes: Sequence[Sequence[Box]]) -> bool:
     """Whether no two TMRs can overlap, seen on one side alone: on it every box names the same identifier kind with
     blocks of one size, and no TMR's block is another's. Blocks of one size meet only when they are the same block,
     so boxes of two TMRs then never meet. (A blocklist of addresses, or a VMN denied a list of single addresses.)"""
-    for side in ("dst", "src"):
-        shape: tuple[str, int] | None = None
-        owners: dict[tuple[int, int], int] = {}
-        for i, own in enumerate(tmr_boxes):
-            for box in own:
-                named = box.dst if side == "dst" else box.src
-                if named is None:
-                    break
-                kind, (shift, key) = named
-                if shape is None:
-                    shape = (kind, shift)
-                elif shape != (kind, shift):
-                    break
-                if owners.setdefault((box.family, key), i) != i:
-                    break
-            else:
-                continue
-            break  # this side does not tell every two TMRs apart
-        else:
-            return True
-    return False
+    return _apart_on("dst", tmr_boxes) or _apart_on("src", tmr_boxes)
+
+
+def _apart_on(side: str, tmr_boxes: Sequence[Sequence[Box]]) -> bool:
+    shape: tuple[str, int] | None = None
+    owners: dict[tuple[int, int], int] = {}
+    for i, own in enumerate(tmr_boxes):
+        for box in own:
+            named = box.dst if side == "dst" else box.src
+            if named is None:
+                return False  # any identifier on this side: it meets every other TMR's
+            kind, (shift, key) = named
+            if shape is None:
+                shape = (kind, shift)
+            elif shape != (kind, shift):
+                return False
+            if owners.setdefault((box.family, key), i) != i:
+                return False  # another TMR's block
+    return True
 
 
 def assign_layers(tmr_boxes: Sequence[Sequence[Box]]) -> list[int]:
