@@ -294,7 +294,7 @@ def set_mirror(bench: Bench, on: bool, *, budget_on_tcx: bool = True) -> list[sh
     ports = []
     for host in vmn_hosts(bench):
         if on:
-            shadow_port.BUDGET_ON_TCX = budget_on_tcx
+            previous, shadow_port.BUDGET_ON_TCX = shadow_port.BUDGET_ON_TCX, budget_on_tcx
             try:
                 ports.append(
                     shadow_port.attach(
@@ -302,7 +302,7 @@ def set_mirror(bench: Bench, on: bool, *, budget_on_tcx: bool = True) -> list[sh
                     )
                 )
             finally:
-                shadow_port.BUDGET_ON_TCX = True
+                shadow_port.BUDGET_ON_TCX = previous
         else:
             assert host.shadow_interface is not None
             # only the tc hooks go: deleting and re-creating the shadow port's veth pair between configurations
