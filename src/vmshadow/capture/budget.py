@@ -94,7 +94,7 @@ class CopyBudget:
             return None
         found = re.fullmatch(r"(\d+)(?:/(\d+))?", spelled)
         if found is None:
-            said = f"{text!r} is not PPS, PPS/BURST or off (e.g. 5000 or 5000/500)"
+            said = f"{text!r} is not PPS, PPS/BURST or off (e.g. 2000 or 2000/500)"
             raise InputError(Issue("capture", said, field=field))
         pps = int(found.group(1))
         burst = int(found.group(2)) if found.group(2) is not None else max(1, pps // 10)
