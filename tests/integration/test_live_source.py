@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -146,6 +148,26 @@ def test_a_stopped_sae_does_not_hold_live_traffic_back_and_its_drops_are_counted
         assert h.queue_dropped == h.flows - 2, "every flow beyond the queue is counted as dropped"
     finally:
         stalled.stop()
+
+
+def test_the_kernel_cuts_copies_at_the_snap_length_and_flows_keep_their_bytes(lab: LabState) -> None:
+    vm1, vm2 = lab.vmns[:2]
+    reader = metered(vm1).reader
+    live = LiveSource([metered(vm1)], lab.vmn_map(), snapshot_length=256)
+    live.start()
+    try:
+        assert wait_until(lambda: live.health[reader].heartbeats > 2, timeout_s=10)
+        sockets = subprocess.run(["ss", "-0", "-b"], capture_output=True, text=True, check=True).stdout
+        # the meter's packet socket on the shadow port holds one instruction: ret #256
+        assert re.search(rf"\*:{re.escape(reader)}\s.*\n\s*bpf filter \(1\):\s+0x06 0 0 256,", sockets), sockets
+        first, count, payload = base_port(), 20, b"x" * 1400
+        send_udp(vm1.namespace, str(vm2.address.ip), range(first, first + 1), payload=payload, repeat=count)
+        (flow,) = collect(live, 1, str(vm2.address.ip))
+        assert flow.src2dst_packets == count
+        # link-layer bytes of whole datagrams (14 + 20 + 8 + 1400 each), not of what the ring kept
+        assert flow.src2dst_bytes == count * (14 + 20 + 8 + len(payload))
+    finally:
+        live.stop()
 
 
 def test_mirrored_equals_analysed_plus_dropped(lab: LabState, source: LiveSource) -> None:

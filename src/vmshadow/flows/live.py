@@ -34,6 +34,7 @@ from vmshadow.domain.flow import Flow
 from vmshadow.domain.vmn import VMNMap
 from vmshadow.flows.pcap import N_DISSECTIONS, to_flow
 from vmshadow.flows.records import compact_flows
+from vmshadow.flows.snap_filter import patch_nfstream
 
 HEARTBEAT_GROUP = "ff02::1"  # all nodes on the link: stays on the shadow port, needs no address
 HEARTBEAT_PORT = 9  # discard
@@ -198,6 +199,7 @@ def _meter_port(
     _yield_cpu()
     _track_into(counters)
     _fix_nfstream_lru()  # before the streamer forks its capture process, which inherits the class
+    patch_nfstream(snaplen)  # the same: the kernel then copies at most `snaplen` bytes of each packet
     try:
         own_mac = _mac(port.sender)
         streamer = NFStreamer(
