@@ -29,6 +29,14 @@ per-round ratios (each configuration against (a) of the same round). Target: >= 
 LiveSource, the CPU its processes used during the tests is reported in cores (CPU seconds per second), and the
 source runs until its flows have expired (idle timeout) so that they are counted, drained or shed.
 
+Part 1b, paired (``--pairs N``, default 10): the SAE against no mirror in alternating tests, for a finer answer
+than part 1's rounds. One `LiveSource` meters both shadow ports throughout; the tc hooks are detached
+(``no_mirror``: the meters stay open but get no copies, only their heartbeats) and attached again (``sae``) between
+tests, the order alternating from pair to pair, so the two arms of a pair run seconds apart and the machine's drift
+(TCP baselines move by 20 % within minutes here) cancels out of their ratio. Reported: per test the median of the
+per-pair ratios (the target's answer, >= 0.97) with its range, and the ratio of the medians. A pair during which
+other jobs used more than 0.15 cores is kept in the JSON and left out.
+
 Part 2, the TMR count. The same tests with 10 TMRs and with 10,000 TMRs put in force by `NftEnforcer` on the lab
 bridge (shadow ports attached, nothing reading), and with no vmshadow table at all (``no_table``: the fixed cost of
 enforcement). No TMR but the last matches the test traffic, and the last one is an allow that matches, so every
@@ -60,13 +68,13 @@ the ratio of medians and the median of the per-round ratios.
 Lab: a tagged lab of its own (``Lab(tag="b<3 hex>")`` on bridge ``vmsB<4 hex>``; tags are at most 4 characters),
 taken down at the end, with the nft table removed, even on error, Ctrl-C or SIGTERM. Needs root, iperf3 and nft.
 
-Defaults: 3 rounds of part 1, 1 of part 2 (its differences are far above the noise), iperf3 -t 3: about 4 minutes
-in all; no new round starts after 280 s (``--max-seconds``).
+Defaults: 3 rounds of part 1, 10 pairs of part 1b, 1 round of part 2 (its differences are far above the noise),
+iperf3 -t 3: about 8 minutes in all; no new round of part 1 starts after 280 s (``--max-seconds``).
 
 Run as root from the repository root:
     .venv/bin/python -m bench.mirror_overhead [--rounds N] [--tmr-rounds N] [--duration S] [--both-directions]
-        [--pin] [--budget PPS[/BURST]|none] [--configs A,B,..] [--max-seconds S] [--quiet-wait S] [--retries N]
-        [--skip-mirror] [--skip-tmrs] [--json]
+        [--pin] [--budget PPS[/BURST]|none] [--configs A,B,..] [--pairs N] [--max-seconds S] [--quiet-wait S]
+        [--retries N] [--skip-mirror] [--skip-tmrs] [--json]
 """
 
 from __future__ import annotations
@@ -105,6 +113,7 @@ from vmshadow.lab.topology import Lab
 CONFIGS = ("no_mirror", "mirror", "mirror_cls_bpf", "sae", "sae_saturated", "sae_idle")
 SAE_CONFIGS = ("sae", "sae_saturated", "sae_idle")
 TESTS = ("tcp", "udp64")
+PAIR_ARMS = ("no_mirror", "sae")
 TMR_SETS = ("no_table", "tmrs10", "shallow10k", "deep10k", "vmn10k")
 IPERF_PORT = 5201
 CLIENT_CPU, SERVER_CPU = 0, 1  # with --pin: iperf3 -A
@@ -141,6 +150,7 @@ class Bench:
     started: float = field(default_factory=time.monotonic)
     errors: list[str] = field(default_factory=list)
     mirror_runs: list[dict[str, Any]] = field(default_factory=list)
+    pair_runs: list[dict[str, Any]] = field(default_factory=list)
     tmr_runs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -509,6 +519,63 @@ def part_mirror(bench: Bench, rounds: int) -> None:
     set_mirror(bench, True)  # as the lab had it
 
 
+def part_paired(bench: Bench, pairs: int) -> None:
+    """Part 1b: `pairs` pairs of tests, no mirror and SAE, with one LiveSource metering throughout."""
+    ports = set_mirror(bench, True)
+    metered = [MeteredPort(p.vmn, p.reader_interface, p.shadow_interface) for p in ports]
+    sae = Sae(LiveSource(metered, bench.state.vmn_map()), drain=True)
+    sae.start([p.reader_interface for p in ports])
+    try:
+        for i in range(pairs):  # bounded: `pairs` (<= 40), each iperf3 run by its timeout
+            wait_for_quiet(bench.quiet_wait_s)
+            pair: dict[str, Any] = {"pair": i}
+            for mirror_on in (False, True) if i % 2 == 0 else (True, False):
+                set_mirror(bench, mirror_on)
+                time.sleep(SETTLE_S)
+                tests = {}
+                for test in TESTS:
+                    tests[test] = iperf(bench, test)
+                    time.sleep(SETTLE_S)
+                pair["sae" if mirror_on else "no_mirror"] = tests
+            foreign = max(t.get("cpu_cores", {}).get("foreign", 0.0) for arm in PAIR_ARMS for t in pair[arm].values())
+            if foreign > FOREIGN_MAX_CORES:
+                pair["excluded"] = True
+                bench.errors.append(f"pair {i + 1}: other jobs used {foreign:.2f} cores; not summarised")
+            bench.pair_runs.append(pair)
+            _progress(f"pair {i + 1}: " + ", ".join(f"{t} {_pair_ratio(pair, t)}" for t in TESTS))
+        time.sleep(IDLE_TIMEOUT_S + 1.5)  # the tests' flows expire and are drained; a ping wakes the meters to stop
+        ping(bench)
+    finally:
+        stats = sae.stop()
+        set_mirror(bench, True)  # as the lab had it
+    bench.pair_runs.append({"sae": stats})
+
+
+def _pair_ratio(pair: dict[str, Any], test: str) -> str:
+    sae, base = (pair[arm][test].get("value") for arm in ("sae", "no_mirror"))
+    return f"{sae / base:.3f}" if sae and base else "-"
+
+
+def summarize_pairs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    pairs = [x for x in runs if "pair" in x and not x.get("excluded")]
+    out: dict[str, Any] = {"pairs": len(pairs), "sae": next((x["sae"] for x in runs if "pair" not in x), None)}
+    for test in TESTS:
+        both = [
+            (x["sae"][test]["value"], x["no_mirror"][test]["value"])
+            for x in pairs
+            if "value" in x["sae"][test] and "value" in x["no_mirror"][test]
+        ]
+        ratios = [a / b for a, b in both]
+        out[test] = {
+            "pair_ratios": ratios,
+            "median_pair_ratio": statistics.median(ratios) if ratios else None,
+            "ratio_of_medians": statistics.median(a for a, _ in both) / statistics.median(b for _, b in both)
+            if both
+            else None,
+        }
+    return out
+
+
 # --- TMRs -----------------------------------------------------------------------------------------------------
 
 
@@ -803,6 +870,15 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{_fmt_ratio(udp['ratio']):>7}{_spread(udp['round_ratios']):>11}"
                 f"{statistics.median(losses) if losses else 0:>8.1f}{_busy(tcp) + '/' + _busy(udp):>13}  {extra}"
             )
+    if "paired" in report:
+        p = report["paired"]["summary"]
+        print(f"\nSAE against no mirror, {p['pairs']} pairs (per-pair ratio: median, range; ratio of medians)")
+        for test in TESTS:
+            e = p[test]
+            print(
+                f"{test:<8}{_fmt_ratio(e['median_pair_ratio']):>7}{_spread(e['pair_ratios']):>11}"
+                f"{_fmt_ratio(e['ratio_of_medians']):>7}"
+            )
     for line in report["verdicts"]:
         print(line)
     for error in report["errors"]:
@@ -822,6 +898,16 @@ def verdicts(report: dict[str, Any]) -> list[str]:
                     f"{config} {test}: {ratio:.3f} of no-mirror (target >= {TARGET_SAE}: {verdict}); median of the "
                     f"per-round ratios {_fmt_ratio(paired)}"
                 )
+    paired = report.get("paired", {}).get("summary", {})
+    for test in TESTS:
+        ratio = paired.get(test, {}).get("median_pair_ratio")
+        if ratio is not None:
+            verdict = "met" if ratio >= TARGET_SAE else "MISSED"
+            out.append(
+                f"sae {test}, {paired['pairs']} pairs: {ratio:.3f} of no-mirror, median of the per-pair ratios "
+                f"(target >= {TARGET_SAE}: {verdict}); ratio of the medians "
+                f"{_fmt_ratio(paired[test]['ratio_of_medians'])}"
+            )
     tmrs = report.get("tmrs", {}).get("summary", {})
     for test in TESTS:
         ten, none = (tmrs.get(n, {}).get(test, {}).get("median") for n in ("tmrs10", "no_table"))
@@ -919,12 +1005,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--retries", type=int, default=0, help="run a part-1 configuration again (up to N times) if others were busy"
     )
+    parser.add_argument("--pairs", type=int, default=10, help="pairs of part 1b (0 skips it; at most 40)")
     parser.add_argument("--skip-mirror", action="store_true", help="only the TMR part")
     parser.add_argument("--skip-tmrs", action="store_true", help="only the mirror part")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 10 or not 1 <= args.tmr_rounds <= 10 or not 1 <= args.duration <= 30:
         parser.error("--rounds and --tmr-rounds 1..10, --duration 1..30")
+    if not 0 <= args.pairs <= 40:
+        parser.error("--pairs 0..40")
     if not 0 <= args.retries <= 5 or not 0 <= args.quiet_wait <= 600 or not 10 <= args.max_seconds <= 3600:
         parser.error("--retries 0..5, --quiet-wait 0..600, --max-seconds 10..3600")
     _quiet = args.json
@@ -965,6 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
         set_mirror(bench, True)  # the lab attached with the default budget
         report["settings"] = {
             "rounds": args.rounds,
+            "pairs": args.pairs if not args.skip_mirror else 0,
             "tmr_rounds": args.tmr_rounds,
             "duration_s": args.duration,
             "both_directions": args.both_directions,
@@ -983,6 +1073,8 @@ def main(argv: list[str] | None = None) -> int:
         with iperf_server(bench), tempfile.TemporaryDirectory(prefix="vmshadow-bench-") as workdir:
             if not args.skip_mirror:
                 part_mirror(bench, args.rounds)
+                if args.pairs:
+                    part_paired(bench, args.pairs)
             if not args.skip_tmrs:
                 with enforcer_for(bench, Path(workdir)) as enforcer:
                     if enforcer is not None:
@@ -1003,6 +1095,8 @@ def main(argv: list[str] | None = None) -> int:
                 "summary": summarize(bench.mirror_runs, bench.configs, "no_mirror"),
                 "runs": bench.mirror_runs,
             }
+        if bench.pair_runs:
+            report["paired"] = {"summary": summarize_pairs(bench.pair_runs), "runs": bench.pair_runs}
         if bench.tmr_runs:
             report["tmrs"] = {"summary": summarize_tmrs(bench.tmr_runs), "runs": bench.tmr_runs}
     report["loadavg_end"] = _loadavg()
