@@ -42,9 +42,11 @@ HEARTBEAT_INTERVAL_S = 0.5
 IDLE_TIMEOUT_S = 2  # nfstream needs integers; short, so early findings are not held back
 ACTIVE_TIMEOUT_S = 60
 METER_NICENESS = 10
-# The capture ring per shadow port. libpcap's default (2 MiB) held too few of the 64 KB GSO copies of a fast
-# upload while the meter (at SCHED_IDLE) was busy: a 64 MiB upload was metered as 9.4-12.9 MB (docs/scenarios.md).
-SOCKET_BUFFER_BYTES = 32 * 1024 * 1024
+# The capture ring per shadow port (kernel memory, per VMN). libpcap's default (2 MiB) held too few copies of a
+# fast upload while the meter (at SCHED_IDLE) was busy, when each copy took its whole 64 KB GSO packet: a 64 MiB
+# upload was metered as 9.4-12.9 MB (docs/scenarios.md). Cut at the snap length (flows/snap_filter.py), a copy takes
+# ~1.6 KB: 8 MiB holds ~5,000, a default budget's burst (500) and two seconds of its rate over.
+SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 _PROCESSED, _IGNORED, _SOCKET_DROPPED, _QUEUE_DROPPED, _FLOWS, _TRACKED_AT, _SEQ = range(7)
 _N_COUNTERS = _SEQ + 1
 
