@@ -86,7 +86,7 @@ BUDGET_ON_TCX = True
 """Put copy budgets on tcx where the kernel has it (False: cls_bpf filters, what kernels before 6.6 get; tests)."""
 _TCA_BPF_ID = 11  # pyroute2 0.9.7 does not name it
 DEFAULT_BUDGET = CopyBudget(pps=2_000, burst=500)
-"""Copies a shadow port takes by default: 2,000 per second, bursts of 500; the rest are shed and counted (docs/live.md)."""
+"""Copies a shadow port takes by default (2,000/s, bursts of 500); the rest are shed and counted (docs/live.md)."""
 
 
 @dataclass(frozen=True, slots=True)
