@@ -446,9 +446,8 @@ def run_config(bench: Bench, config: str) -> dict[str, Any]:
     readers = [p.reader_interface for p in ports]
     sae = None
     if config in SAE_CONFIGS:
-        metered = [MeteredPort(p.vmn, p.reader_interface, p.shadow_interface) for p in ports]
-        queue_size = SATURATED_QUEUE if config == "sae_saturated" else 10_000
-        sae = Sae(LiveSource(metered, bench.state.vmn_map(), queue_size=queue_size), drain=config != "sae_saturated")
+        saturated = config == "sae_saturated"
+        sae = sae_on(bench, ports, queue_size=SATURATED_QUEUE if saturated else 10_000, drain=not saturated)
     out: dict[str, Any] = {}
     try:
         if sae is not None:
@@ -466,14 +465,24 @@ def run_config(bench: Bench, config: str) -> dict[str, Any]:
         out["mirrored_packets"] = mirrored_packets(ports) - before
         out["shed_packets"] = shed_packets(ports) - shed_before
         if sae is not None:
-            # let the tests' flows expire, so they are counted (and drained or shed); then one ping makes a fresh
-            # flow on both ports, whose expiry is where each meter notices the stop flag (else stop waits 5 s)
-            time.sleep(IDLE_TIMEOUT_S + 1.5)
-            ping(bench)
+            let_flows_expire(bench)
     finally:
         if sae is not None:
             out["sae"] = sae.stop()
     return out
+
+
+def sae_on(bench: Bench, ports: list[shadow_port.ShadowPort], *, queue_size: int = 10_000, drain: bool = True) -> Sae:
+    """A (not yet started) SAE metering `ports`."""
+    metered = [MeteredPort(p.vmn, p.reader_interface, p.shadow_interface) for p in ports]
+    return Sae(LiveSource(metered, bench.state.vmn_map(), queue_size=queue_size), drain=drain)
+
+
+def let_flows_expire(bench: Bench) -> None:
+    """Let the tests' flows expire, so they are counted (and drained or shed); then one ping makes a fresh flow on
+    both ports, whose expiry is where each meter notices the stop flag (else stopping waits 5 s)."""
+    time.sleep(IDLE_TIMEOUT_S + 1.5)
+    ping(bench)
 
 
 def ping(bench: Bench) -> None:
@@ -522,8 +531,7 @@ def part_mirror(bench: Bench, rounds: int) -> None:
 def part_paired(bench: Bench, pairs: int) -> None:
     """Part 1b: `pairs` pairs of tests, no mirror and SAE, with one LiveSource metering throughout."""
     ports = set_mirror(bench, True)
-    metered = [MeteredPort(p.vmn, p.reader_interface, p.shadow_interface) for p in ports]
-    sae = Sae(LiveSource(metered, bench.state.vmn_map()), drain=True)
+    sae = sae_on(bench, ports)
     sae.start([p.reader_interface for p in ports])
     try:
         for i in range(pairs):  # bounded: `pairs` (<= 40), each iperf3 run by its timeout
@@ -543,8 +551,7 @@ def part_paired(bench: Bench, pairs: int) -> None:
                 bench.errors.append(f"pair {i + 1}: other jobs used {foreign:.2f} cores; not summarised")
             bench.pair_runs.append(pair)
             _progress(f"pair {i + 1}: " + ", ".join(f"{t} {_pair_ratio(pair, t)}" for t in TESTS))
-        time.sleep(IDLE_TIMEOUT_S + 1.5)  # the tests' flows expire and are drained; a ping wakes the meters to stop
-        ping(bench)
+        let_flows_expire(bench)
     finally:
         stats = sae.stop()
         set_mirror(bench, True)  # as the lab had it
