@@ -550,7 +550,7 @@ def part_paired(bench: Bench, pairs: int) -> None:
                 pair["excluded"] = True
                 bench.errors.append(f"pair {i + 1}: other jobs used {foreign:.2f} cores; not summarised")
             bench.pair_runs.append(pair)
-            _progress(f"pair {i + 1}: " + ", ".join(f"{t} {_pair_ratio(pair, t)}" for t in TESTS))
+            _progress(f"pair {i + 1}: " + ", ".join(f"{t} {_fmt_ratio(pair_ratio(pair, t))}" for t in TESTS))
         let_flows_expire(bench)
     finally:
         stats = sae.stop()
@@ -558,20 +558,18 @@ def part_paired(bench: Bench, pairs: int) -> None:
     bench.pair_runs.append({"sae": stats})
 
 
-def _pair_ratio(pair: dict[str, Any], test: str) -> str:
-    sae, base = (pair[arm][test].get("value") for arm in ("sae", "no_mirror"))
-    return f"{sae / base:.3f}" if sae and base else "-"
+def pair_ratio(pair: dict[str, Any], test: str) -> float | None:
+    """The SAE arm's value over the no-mirror arm's for `test`; None if either test failed."""
+    base, sae = (pair[arm][test].get("value") for arm in PAIR_ARMS)
+    return sae / base if sae and base else None
 
 
 def summarize_pairs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     pairs = [x for x in runs if "pair" in x and not x.get("excluded")]
     out: dict[str, Any] = {"pairs": len(pairs), "sae": next((x["sae"] for x in runs if "pair" not in x), None)}
     for test in TESTS:
-        both = [
-            (x["sae"][test]["value"], x["no_mirror"][test]["value"])
-            for x in pairs
-            if "value" in x["sae"][test] and "value" in x["no_mirror"][test]
-        ]
+        measured = [x for x in pairs if pair_ratio(x, test) is not None]
+        both = [(x["sae"][test]["value"], x["no_mirror"][test]["value"]) for x in measured]
         ratios = [a / b for a, b in both]
         out[test] = {
             "pair_ratios": ratios,
